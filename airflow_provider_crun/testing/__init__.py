@@ -1,0 +1,1 @@
+"""Test helpers for the Crun provider: an offline, loopback emulator of the Crun API."""

@@ -1,0 +1,51 @@
+"""Shared fixtures. Airflow settings are pinned before anything imports Airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Airflow reads AIRFLOW_HOME when it is first imported, so this must run before any test module
+# imports it. A throwaway home keeps the suite off the developer's real Airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="crun-test-airflow-home-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+TEST_API_KEY = "crun-test-key-5ecr3t-7f3a9b"
+TEST_BASE = "http://127.0.0.1:8089"
+TEST_API = f"{TEST_BASE}/api/v1"
+
+
+def crun_connection_json(host: str = TEST_BASE, api_key: str | None = TEST_API_KEY, **extra: object) -> str:
+    """An ``AIRFLOW_CONN_*`` value for a ``crun`` connection."""
+    conn: dict[str, object] = {"conn_type": "crun", "host": host, "extra": extra}
+    if api_key is not None:
+        conn["password"] = api_key
+    return json.dumps(conn)
+
+
+@pytest.fixture
+def crun_conn(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``crun_default`` pointing at a loopback base URL, with small retry settings."""
+    monkeypatch.setenv("AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(timeout=5, max_retries=3))
+    return "crun_default"
+
+
+@pytest.fixture
+def retry_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the hook's retry waits instead of sleeping through them."""
+    from airflow_provider_crun.hooks.crun import CrunHook
+
+    waits: list[float] = []
+
+    async def fake_async_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(CrunHook, "_sleep", staticmethod(waits.append))
+    monkeypatch.setattr(CrunHook, "_async_sleep", staticmethod(fake_async_sleep))
+    return waits
