@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -189,6 +191,38 @@ class CrunHook(BaseHook):
             return False, str(error)
         return True, f"Connected to Crun at {self.settings.base_url}; balance: {balance:g} credits."
 
+    def download_media(self, url: str, destination_dir: str | os.PathLike[str]) -> str:
+        """
+        Download a result file (one of a task's ``media_urls``) into a local folder.
+
+        Result files live on a CDN, not on the API host, so the API key is NOT sent, which is
+        also why redirects may be followed here.
+
+        :param url: An ``http(s)`` URL from ``media_urls``.
+        :param destination_dir: Folder to write into; created if missing.
+        :returns: The path of the written file, named after the URL's last path segment.
+        :raises CrunInputError: for a URL that is not http(s).
+        """
+        target = protocol.media_file_name(url)
+        folder = Path(destination_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / target
+        partial = path.with_name(path.name + ".part")
+        with self.http.get(url, stream=True, timeout=self.settings.timeout) as response:
+            response.raise_for_status()
+            written = 0
+            with partial.open("wb") as out:
+                for chunk in response.iter_content(chunk_size=1 << 16):
+                    written += len(chunk)
+                    if written > protocol.MAX_MEDIA_BYTES:
+                        raise CrunTransportError(
+                            f"{url} is larger than {protocol.MAX_MEDIA_BYTES} bytes", request_sent=True
+                        )
+                    out.write(chunk)
+        partial.replace(path)
+        self.log.info("Downloaded %s (%d bytes) to %s", url, written, path)
+        return str(path)
+
     # ----------------------------------------------------------------------------------------
     # Async transport (triggers)
 
@@ -243,3 +277,87 @@ class CrunHook(BaseHook):
     async def aget_task(self, task_id: str) -> dict[str, Any]:
         """Async twin of :meth:`get_task`."""
         return await self._acall(protocol.task_info_request(task_id))
+
+    # ----------------------------------------------------------------------------------------
+    # Blocking waits (operators in non-deferrable mode)
+
+    # Indirection so tests can fast-forward the wait deadline instead of sleeping through it.
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def wait_for_task(
+        self, crun_task_id: str, *, poll_interval: float = 10.0, timeout: float = 3 * 3600.0
+    ) -> dict[str, Any]:
+        """
+        Poll a task with :meth:`get_task` until it finishes, blocking the calling thread.
+
+        :param crun_task_id: The Crun task id.
+        :param poll_interval: Seconds between polls.
+        :param timeout: Seconds to wait in total.
+        :returns: The finished task's ``data`` (``result.media_urls`` holds the outputs).
+        :raises CrunJobFailedError: the task failed.
+        :raises CrunTimeoutError: it did not finish in ``timeout`` seconds; Crun keeps running it.
+        """
+        return self._wait_until_finished("task", crun_task_id, self.get_task, poll_interval, timeout)
+
+    def wait_for_face_detection(
+        self, detect_task_id: str, *, poll_interval: float = 10.0, timeout: float = 3 * 3600.0
+    ) -> dict[str, Any]:
+        """
+        Poll a face detection with :meth:`get_face_detection` until it finishes.
+
+        :param detect_task_id: The detection task id.
+        :param poll_interval: Seconds between polls.
+        :param timeout: Seconds to wait in total.
+        :returns: The finished detection's ``data`` (``result.id`` is the ``detect_id``).
+        :raises CrunJobFailedError: the detection failed.
+        :raises CrunTimeoutError: it did not finish in ``timeout`` seconds.
+        """
+        return self._wait_until_finished(
+            "face detection", detect_task_id, self.get_face_detection, poll_interval, timeout
+        )
+
+    def _wait_until_finished(
+        self,
+        label: str,
+        job_id: str,
+        fetch: Callable[[str], dict[str, Any]],
+        poll_interval: float,
+        timeout: float,
+    ) -> dict[str, Any]:
+        from airflow_provider_crun.events import CrunTimeoutError
+        from airflow_provider_crun.exceptions import CrunGenerationFailedError, CrunJobFailedError
+
+        deadline = type(self)._clock() + timeout
+        last_status: str | None = None
+        warned: set[str] = set()
+        while True:
+            try:
+                data = fetch(job_id)
+            except CrunGenerationFailedError as error:
+                raise CrunJobFailedError(
+                    f"Crun {label} {job_id} failed: {error.message}", job_id=job_id
+                ) from None
+            status = protocol.job_status(data).strip().lower()
+            phase = protocol.job_phase(status)
+            if status != last_status:
+                self.log.info(
+                    "Crun %s %s: %s -> %s", label, job_id, last_status or "(start)", status or "(empty)"
+                )
+                last_status = status
+            if phase is protocol.CrunJobPhase.SUCCEEDED:
+                return data
+            if phase is protocol.CrunJobPhase.FAILED:
+                detail = protocol.failure_detail(data)
+                raise CrunJobFailedError(f"Crun {label} {job_id} failed: {detail}", job_id=job_id)
+            if phase is protocol.CrunJobPhase.UNKNOWN and status not in warned:
+                warned.add(status)
+                self.log.warning(
+                    "Crun %s %s: unknown status %r, treating as not finished", label, job_id, status
+                )
+            remaining = deadline - type(self)._clock()
+            if remaining <= 0:
+                raise CrunTimeoutError(
+                    f"Crun {label} {job_id} did not finish within {timeout:g} s (last status "
+                    f"{status or '(empty)'!r}). Crun keeps running it; look it up by its id {job_id}."
+                )
+            type(self)._sleep(min(poll_interval, remaining))
