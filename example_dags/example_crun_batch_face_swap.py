@@ -59,4 +59,4 @@ with DAG(
             "credits": sum(result.get("credits") or 0 for result in results),
         }
 
-    summarize(swaps)
+    summarize(swaps.output)

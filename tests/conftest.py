@@ -15,6 +15,9 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="crun-test-airflow-home-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# dag.test() only runs a DAG whose file sits in the dags folder.
+EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "example_dags"
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(EXAMPLE_DAGS))
 
 TEST_API_KEY = "crun-test-key-5ecr3t-7f3a9b"
 TEST_BASE = "http://127.0.0.1:8089"

@@ -1,0 +1,151 @@
+"""The example DAGs: they import cleanly, and each runs end to end with ``dag.test()`` on the emulator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_crun.testing.emulator import CrunEmulator, decode_png, face_boxes
+from tests.conftest import EXAMPLE_DAGS
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE_DAG_IDS = ["example_crun_multi_face_swap", "example_crun_batch_face_swap", "example_crun_task_sensor"]
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    """Migrate the throwaway metadata DB of this pytest run once."""
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[CrunEmulator]:
+    with CrunEmulator(detect_delays=(0.2, 0.2), task_delays=(0.3, 0.5)) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CRUN_DEFAULT", emu.connection_uri())
+        monkeypatch.setenv("CRUN_EXAMPLE_MEDIA_BASE", emu.url)
+        yield emu
+
+
+def load_dag(dag_id: str) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]
+
+
+def xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.scalar(
+            XComModel.get_many(
+                run_id=run.run_id,
+                key="return_value",
+                dag_ids=run.dag_id,
+                task_ids=task_id,
+                map_indexes=map_index,
+            ).with_only_columns(XComModel.value)
+        )
+    return XComModel.deserialize_value(type("Row", (), {"value": value})())
+
+
+def assert_all_succeeded(run: Any) -> None:
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert set(states.values()) == {"success"}, states
+
+
+def test_every_example_dag_imports_cleanly() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == sorted(EXAMPLE_DAG_IDS)
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_multi_face_swap(emulator: CrunEmulator, tmp_path: Path) -> None:
+    image_url = emulator.input_image_url("group", faces=3)
+    new_face = emulator.input_image_url("new-face", faces=1)
+    run = load_dag("example_crun_multi_face_swap").test(
+        run_conf={"image_url": image_url, "faces": {"1": new_face}, "output_dir": str(tmp_path)}
+    )
+    assert_all_succeeded(run)
+
+    detection = xcom(run, "detect_faces")
+    assert detection["image_url"] == image_url
+    assert [face["id"] for face in detection["faces"]] == [0, 1, 2]
+    swap = xcom(run, "swap_faces")
+    assert swap["status"] == "success"
+    sent_faces = swap["data"]["param"]["input"]["faces"]
+    assert sent_faces == [
+        {"face_id": 0, "target": detection["faces"][0]["link"]},
+        {"face_id": 1, "target": new_face},
+        {"face_id": 2, "target": detection["faces"][2]["link"]},
+    ]
+    summary = xcom(run, "fetch_result")
+    assert summary["result_url"] == swap["media_urls"][0]
+    assert (emulator.counts["CreateTask"], emulator.tasks_created, emulator.detections_created) == (1, 1, 1)
+
+    # The downloaded image differs from the input exactly in face 1's region.
+    width, height, before = decode_png(emulator_get(image_url))
+    _, _, after = decode_png(Path(summary["result_path"]).read_bytes())
+    boxes = face_boxes(3, width, height)
+    changed = {
+        index
+        for index, (x0, y0, x1, y1) in enumerate(boxes)
+        if any(
+            before[(y * width + x) * 3 : (y * width + x) * 3 + 3]
+            != after[(y * width + x) * 3 : (y * width + x) * 3 + 3]
+            for y in range(y0, y1)
+            for x in range(x0, x1)
+        )
+    }
+    assert changed == {1}
+
+
+def emulator_get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()  # type: ignore[no-any-return]
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_batch_face_swap(emulator: CrunEmulator) -> None:
+    images = [emulator.input_image_url(f"batch-{n}", faces=2) for n in range(3)]
+    new_face = emulator.input_image_url("new-face", faces=1)
+    run = load_dag("example_crun_batch_face_swap").test(
+        run_conf={"image_urls": images, "new_face": new_face, "face_id": 1}
+    )
+    assert_all_succeeded(run)
+    summary = xcom(run, "summarize")
+    assert summary["swapped"] == 3
+    assert len(summary["media_urls"]) == 3
+    assert (emulator.tasks_created, emulator.detections_created) == (3, 3)
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_task_sensor(emulator: CrunEmulator) -> None:
+    image_url = emulator.input_image_url("portrait", faces=1)
+    run = load_dag("example_crun_task_sensor").test(
+        run_conf={"image_url": image_url, "new_face": emulator.input_image_url("new-face", faces=1)}
+    )
+    assert_all_succeeded(run)
+    submitted = xcom(run, "submit_swap")
+    assert submitted["status"] == "submitted"
+    finished = xcom(run, "wait_for_swap")
+    assert finished["task_id"] == submitted["crun_task_id"]
+    assert finished["status"] == "success"
+    assert finished["result"]["media_urls"]
+    assert emulator.tasks_created == 1
