@@ -46,9 +46,9 @@ def image_name_for_url(image_url: str) -> str:
     """
     path = urlsplit(image_url).path
     if path.startswith(INPUT_PATH_PREFIX) and path.endswith(".png"):
-        name = unquote(path[len(INPUT_PATH_PREFIX) : -len(".png")])
-        if name and "/" not in name:
-            return name
+        quoted = path[len(INPUT_PATH_PREFIX) : -len(".png")]
+        if quoted and "/" not in quoted:
+            return unquote(quoted)
     return image_url
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from airflow_provider_crun.testing.emulator import media
 from airflow_provider_crun.testing.emulator.faults import ENDPOINTS
@@ -30,6 +30,8 @@ PROVIDER_NAME = "crun-emulator"
 GENERATION_FAILED = "generation failed"
 DETECTION_FAILED = "face detection failed"
 NO_FACE = "no face detected"
+_LOWER_ALNUM = string.ascii_lowercase + string.digits
+_ALNUM = string.ascii_letters + string.digits
 
 TaskCreatedHook = Callable[[str, float, str], None]
 """Called with ``(task_id, finish time on the state's clock, callback_url)``."""
@@ -200,10 +202,15 @@ class EmulatorState:
         with self._lock:
             self.counters.counts[endpoint] = self.counters.counts.get(endpoint, 0) + 1
 
-    def note_connection(self) -> None:
-        """Count one accepted TCP connection."""
+    def counts(self) -> dict[str, int]:
+        """A copy of the per-endpoint request counts."""
         with self._lock:
-            self.counters.connections_accepted += 1
+            return dict(self.counters.counts)
+
+    def note_connection(self, delta: int = 1) -> None:
+        """Count an accepted TCP connection (``delta=-1`` takes back an admin-only one)."""
+        with self._lock:
+            self.counters.connections_accepted += delta
 
     def note_callback(self, delivered: bool) -> None:
         """Count one callback delivery attempt."""
@@ -290,7 +297,7 @@ class EmulatorState:
 
     def input_image_url(self, name: str = "group", faces: int = 2) -> str:
         """The URL of a generated input image served by the emulator."""
-        return f"{self.base_url}/media/input/{name}.png?faces={faces}"
+        return f"{self.base_url}/media/input/{quote(name, safe='')}.png?faces={faces}"
 
     # ---------------------------------------------------------------------------------------
     # Ids
@@ -320,8 +327,8 @@ class EmulatorState:
         with self._lock:
             self._charge(api_key, self.detection_cost)
             detection = Detection(
-                detect_task_id=self._new_id("dit", string.ascii_lowercase + string.digits, 15, self._detections),
-                detect_id=self._new_id("", string.ascii_letters + string.digits, 11, self._detect_ids),
+                detect_task_id=self._new_id("dit", _LOWER_ALNUM, 15, self._detections),
+                detect_id=self._new_id("", _ALNUM, 11, self._detect_ids),
                 owner=api_key,
                 image_url=image_url,
                 image_name=media.image_name_for_url(image_url),
@@ -361,7 +368,6 @@ class EmulatorState:
         if detection.error is not None:
             data.update(status="failed", error=detection.error)
             return data
-        starting_s, processing_s = self.detect_delays
         data["status"] = "succeeded"
         data["result"] = {
             "id": detection.detect_id,
@@ -403,9 +409,7 @@ class EmulatorState:
         model = request.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError(422, "model is required")
-        callback_url = request.get("callback_url")
-        if callback_url is not None:
-            callback_url = _require_url(request, "callback_url")
+        callback_url = None if request.get("callback_url") is None else _require_url(request, "callback_url")
         task_input = _require_object(request.get("input"), "input")
         if model == MODEL_MULTI:
             image_name, faces, swaps = self._plan_multi(api_key, task_input)
@@ -415,10 +419,13 @@ class EmulatorState:
             faces = self.faces_for(image_url)
             image_name, swaps = media.image_name_for_url(image_url), ((0, new_face),) if faces else ()
         else:
-            image_url = task_input.get("image_url")
-            image_name = image_url if isinstance(image_url, str) and image_url else f"model:{model}"
-            faces = self.faces_for(image_name) if image_name == image_url else self.default_faces
-            image_name, swaps = media.image_name_for_url(image_name), ()
+            # Any other model echoes its input image (or a picture named after the model).
+            echoed = task_input.get("image_url")
+            if isinstance(echoed, str) and echoed:
+                image_name, faces = media.image_name_for_url(echoed), self.faces_for(echoed)
+            else:
+                image_name, faces = f"model:{model}", self.default_faces
+            swaps = ()
         now, wall = self.clock(), self.wall()
         pending_s, running_s = self.task_delays
         with self._lock:
@@ -491,7 +498,11 @@ class EmulatorState:
             "provider": PROVIDER_NAME,
             "model_version": f"{task.model}-emulator-1",
             "status": "pending",
-            "param": {"model": task.model, "callback_url": task.callback_url, "input": copy.deepcopy(task.input)},
+            "param": {
+                "model": task.model,
+                "callback_url": task.callback_url,
+                "input": copy.deepcopy(task.input),
+            },
             "create_at": int(task.created_wall),
             "result": None,
             "duration_s": None,
