@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -27,6 +27,7 @@ from airflow_provider_crun.exceptions import (
     CrunConfigError,
     CrunFeatureDisabledError,
     CrunGenerationFailedError,
+    CrunInputError,
     CrunInsufficientCreditsError,
     CrunMalformedResponseError,
     CrunNotFoundError,
@@ -485,3 +486,65 @@ def detection_outcome(data: Any) -> tuple[str, list[DetectedFace]]:
         if isinstance(face, dict) and face.get("id") is not None
     ]
     return str(detect_id), faces
+
+
+# --------------------------------------------------------------------------------------------
+# Result media
+
+# A face-swap result is an image; anything far larger is not what we asked for.
+MAX_MEDIA_BYTES = 200 * 1024 * 1024
+
+
+def media_file_name(url: str) -> str:
+    """
+    A safe local file name for a result URL: its last path segment, without directories.
+
+    :raises CrunInputError: when the URL is not http(s).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CrunInputError(f"Cannot download {url!r}: only http(s) result URLs are supported.")
+    name = parts.path.rstrip("/").rpartition("/")[2]
+    safe = "".join(char if char.isalnum() or char in "-_." else "_" for char in name).lstrip(".")
+    return safe or "crun-result"
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-face swap input
+
+
+def keep_unchanged_faces(targets: Mapping[int, str], detected: Iterable[DetectedFace]) -> dict[int, str]:
+    """
+    Complete the requested face targets with every detected face left out.
+
+    Crun's rule for "leave this face as it is" is to send the face's own detected ``link`` as its
+    ``target``, so a face the user did not mention still appears in the request.
+
+    :param targets: New target image URL by face id.
+    :param detected: The faces of the detection the swap uses.
+    :returns: A target for every detected face (and every requested one), by face id.
+    """
+    completed = {face.id: face.link for face in detected}
+    completed.update(targets)
+    return completed
+
+
+def multi_face_swap_input(
+    detect_id: str, image_url: str, faces: Mapping[int, str], disable_safety_checker: bool = False
+) -> dict[str, Any]:
+    """
+    Build the ``input`` of an ``image-face-swap-multi`` task.
+
+    :param detect_id: The ``result.id`` of a detection younger than :data:`DETECT_ID_TTL_SECONDS`.
+    :param image_url: The very image URL that was detected.
+    :param faces: Target image URL by face id; listed in face id order.
+    :param disable_safety_checker: Sent only when ``True``, so the API default applies otherwise.
+    """
+    swap_input: dict[str, Any] = {
+        "detect_id": detect_id,
+        "image_url": image_url,
+        "faces": [{"face_id": face_id, "target": faces[face_id]} for face_id in sorted(faces)],
+    }
+    if disable_safety_checker:
+        swap_input["disable_safety_checker"] = True
+    return swap_input
