@@ -67,15 +67,22 @@ def data_from_event(event: Any, *, id_key: str) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise CrunError(f"Crun trigger returned no usable event: {event!r}")
     status = event.get("status")
-    job_id = event.get(id_key, "<unknown>")
-    message = event.get("message") or "no message"
+    job_id = str(event.get(id_key, "<unknown>"))
+    message = str(event.get("message") or "no message")
     if status == "success":
         data = event.get("data")
         if not isinstance(data, dict):
             raise CrunError(f"Crun {id_key} {job_id}: success event without data.")
         return data
+    outcome = {"failed": "failed", "timeout": "timed out"}.get(str(status), f"ended with status {status!r}")
+    # The triggers' messages already name the job; repeating the id would only add noise.
+    described = (
+        f"{message} (status: {status})"
+        if job_id in message
+        else f"Crun {id_key} {job_id} {outcome}: {message}"
+    )
     if status == "failed":
-        raise CrunJobFailedError(f"Crun {id_key} {job_id} failed: {message}", job_id=str(job_id))
+        raise CrunJobFailedError(described, job_id=job_id)
     if status == "timeout":
-        raise CrunTimeoutError(f"Crun {id_key} {job_id} timed out: {message}")
-    raise CrunError(f"Crun {id_key} {job_id} ended with status {status!r}: {message}")
+        raise CrunTimeoutError(described)
+    raise CrunError(described)
