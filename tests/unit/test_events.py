@@ -52,7 +52,7 @@ def test_resume_state_travels_only_when_given() -> None:
         (
             {"status": "cancelled", "crun_task_id": "t1"},
             CrunError,
-            "ended with status 'cancelled': no message",
+            "Crun crun_task_id t1 ended with status 'cancelled': no message",
         ),
         ({"crun_task_id": "t1"}, CrunError, "Crun crun_task_id t1 ended with status None: no message"),
         (
