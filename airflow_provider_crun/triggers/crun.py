@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -27,6 +28,15 @@ DEFAULT_TIMEOUT = 3 * 3600.0
 
 def _iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Seen:
+    """What one run of a trigger has observed so far."""
+
+    started: float
+    status: str | None = None
+    unknown: set[str] = field(default_factory=set)
 
 
 class _CrunPollingTrigger(BaseTrigger):
@@ -127,7 +137,13 @@ class _CrunPollingTrigger(BaseTrigger):
 
     async def _outcome(self) -> dict[str, Any]:
         hook = CrunHook(crun_conn_id=self.crun_conn_id)
+        if self.first_poll_jitter:
+            # Before the connection lookup too: its synchronous part, times a thousand triggers
+            # restored at once, would otherwise stall the loop in one burst.
+            await self._pause(random.uniform(0, self.poll_interval))
+        api_key = ""
         try:
+            api_key = (await hook.aget_settings()).api_key
             async with hook.async_session():
                 event = await self._poll(hook)
         except CrunGenerationFailedError as error:
@@ -139,21 +155,20 @@ class _CrunPollingTrigger(BaseTrigger):
             # an error event fails the task with a readable message instead.
             self.log.exception("Unexpected error while polling Crun %s %s", self.label, self.job_id)
             event = self._event("error", f"Crun {self.label} {self.job_id}: {type(error).__name__}: {error}")
-        # The hook reads the key once; an exception text is the only place it could slip through.
-        api_key = hook._settings.api_key if hook._settings is not None else None
+        # An exception's text is the one place the key could slip into the event (and the UI).
         if api_key:
             event["message"] = event["message"].replace(api_key, "***")
         return event
 
     async def _poll(self, hook: CrunHook) -> dict[str, Any]:
-        started = time.monotonic()
         self.log.info(
-            "Polling Crun %s %s every %g s until %s.", self.label, self.job_id, self.poll_interval, _iso(self.deadline)
+            "Polling Crun %s %s every %g s until %s.",
+            self.label,
+            self.job_id,
+            self.poll_interval,
+            _iso(self.deadline),
         )
-        if self.first_poll_jitter:
-            await self._pause(random.uniform(0, self.poll_interval))
-        last_status: str | None = None
-        warned: set[str] = set()
+        seen = _Seen(started=time.monotonic())
         failures = 0
         data: dict[str, Any] | None = None
         last_error: BaseException | None = None
@@ -167,34 +182,46 @@ class _CrunPollingTrigger(BaseTrigger):
                 last_error = error
                 wait = protocol.backoff_seconds(failures, error)
                 self.log.warning(
-                    "Crun %s %s: poll failed (%s); polling again in %.1f s.", self.label, self.job_id, error, wait
+                    "Crun %s %s: poll failed (%s); polling again in %.1f s.",
+                    self.label,
+                    self.job_id,
+                    error,
+                    wait,
                 )
             else:
-                failures, last_error = 0, None
-                status = protocol.job_status(data).strip().lower()
-                phase = protocol.job_phase(status)
-                if status != last_status:
-                    self.log.info(
-                        "Crun %s %s: %s -> %s after %.1f s",
-                        self.label,
-                        self.job_id,
-                        last_status or "(start)",
-                        status or "(empty)",
-                        time.monotonic() - started,
-                    )
-                    last_status = status
-                if phase is protocol.CrunJobPhase.SUCCEEDED:
-                    return self._event("success", f"Crun {self.label} {self.job_id} succeeded.", data)
-                if phase is protocol.CrunJobPhase.FAILED:
-                    detail = protocol.failure_detail(data)
-                    return self._event("failed", f"Crun {self.label} {self.job_id} failed: {detail}", data)
-                if phase is protocol.CrunJobPhase.UNKNOWN and status not in warned:
-                    warned.add(status)
-                    self.log.warning("unknown status %r, treating as not finished", status)
-                wait = self.poll_interval
+                failures, last_error, wait = 0, None, self.poll_interval
+                event = self._observe(data, seen)
+                if event is not None:
+                    return event
             if self._remaining() <= 0:
                 return self._timeout_event(data, last_error)
             await self._pause(wait)
+
+    def _observe(self, data: dict[str, Any], seen: _Seen) -> dict[str, Any] | None:
+        """Log what changed since the last poll; return the final event once the job finished."""
+        status = protocol.job_status(data).strip().lower()
+        phase = protocol.job_phase(status)
+        if status != seen.status:
+            self.log.info(
+                "Crun %s %s: %s -> %s after %.1f s",
+                self.label,
+                self.job_id,
+                seen.status or "(start)",
+                status or "(empty)",
+                time.monotonic() - seen.started,
+            )
+            seen.status = status
+        if phase is protocol.CrunJobPhase.SUCCEEDED:
+            return self._event("success", f"Crun {self.label} {self.job_id} succeeded.", data)
+        if phase is protocol.CrunJobPhase.FAILED:
+            detail = protocol.failure_detail(data)
+            return self._event("failed", f"Crun {self.label} {self.job_id} failed: {detail}", data)
+        if phase is protocol.CrunJobPhase.UNKNOWN and status not in seen.unknown:
+            seen.unknown.add(status)
+            self.log.warning(
+                "Crun %s %s: unknown status %r, treating as not finished", self.label, self.job_id, status
+            )
+        return None
 
     def _timeout_event(self, data: dict[str, Any] | None, last_error: BaseException | None) -> dict[str, Any]:
         message = (
