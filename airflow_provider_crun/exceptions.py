@@ -61,20 +61,20 @@ class CrunApiError(CrunError):
         self.retry_after = retry_after
 
 
-class CrunAuthError(CrunApiError):
-    """401: the API key is missing or invalid."""
+class CrunAuthError(CrunApiError, AirflowFailException):
+    """401: the API key is missing or invalid; a retry would fail the same way."""
 
 
-class CrunInsufficientCreditsError(CrunApiError):
-    """402: the account has not enough credits."""
+class CrunInsufficientCreditsError(CrunApiError, AirflowFailException):
+    """402: the account has not enough credits; a retry would fail the same way."""
 
 
-class CrunNotFoundError(CrunApiError):
-    """404: the resource or endpoint does not exist."""
+class CrunNotFoundError(CrunApiError, AirflowFailException):
+    """404: the resource or endpoint does not exist; a retry would fail the same way."""
 
 
-class CrunValidationError(CrunApiError):
-    """422: Crun rejected the request parameters."""
+class CrunValidationError(CrunApiError, AirflowFailException):
+    """422: Crun rejected the request parameters; a retry would fail the same way."""
 
 
 class CrunRateLimitError(CrunApiError):
@@ -89,20 +89,29 @@ class CrunServerError(CrunApiError):
     """500 or another 5xx without a documented meaning."""
 
 
-class CrunGenerationFailedError(CrunApiError):
+class CrunGenerationFailedError(CrunApiError, AirflowFailException):
     """501: the generation itself failed; a final answer."""
 
 
-class CrunFeatureDisabledError(CrunApiError):
-    """505: the feature is disabled for this account."""
+class CrunFeatureDisabledError(CrunApiError, AirflowFailException):
+    """505: the feature is disabled for this account; a retry would fail the same way."""
 
 
 class CrunMalformedResponseError(CrunApiError):
     """The response body is not a Crun envelope (not JSON, or the wrong shape)."""
 
 
-class CrunRedirectError(CrunApiError):
+class CrunRedirectError(CrunApiError, AirflowFailException):
     """Crun answered with a redirect, which is refused so the API key never travels to another host."""
+
+
+class CrunCreationUnknownError(CrunError, AirflowFailException):
+    """
+    A creation call failed after it may have reached Crun (5xx, malformed answer, reset, timeout).
+
+    Crun may have created and billed the job, and has no idempotency key, so the task fails
+    without an Airflow retry: a retry could create and pay for a second job.
+    """
 
 
 class CrunJobFailedError(CrunError, AirflowFailException):

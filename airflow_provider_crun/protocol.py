@@ -548,3 +548,68 @@ def multi_face_swap_input(
     if disable_safety_checker:
         swap_input["disable_safety_checker"] = True
     return swap_input
+
+
+# --------------------------------------------------------------------------------------------
+# Watching a job
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """
+    One status read of a job, classified.
+
+    :param phase: Where the job stands.
+    :param status: The raw status word, lower-cased.
+    :param change: A log line when the status differs from the previous read, else ``None``.
+    :param warning: A log line the first time an undocumented status is seen, else ``None``.
+    """
+
+    phase: CrunJobPhase
+    status: str
+    change: str | None
+    warning: str | None
+
+
+@dataclass
+class JobWatch:
+    """
+    What one poller has seen of one Crun task or detection.
+
+    The trigger (async), the hook's blocking wait and the sensors all poll the same way; this
+    holds the decisions they share, free of I/O: classify each read, say when the status
+    changed, and warn once per undocumented status word.
+
+    :param label: ``task`` or ``face detection``, for messages.
+    :param job_id: The Crun id, for messages.
+    """
+
+    label: str
+    job_id: str
+    last_status: str | None = None
+    unknown_seen: set[str] = field(default_factory=set)
+
+    def observe(self, data: Any, elapsed: float | None = None) -> JobObservation:
+        """Classify one read; ``elapsed`` (seconds since the wait began) goes into the change line."""
+        status = job_status(data).strip().lower()
+        phase = job_phase(status)
+        change = warning = None
+        if status != self.last_status:
+            change = (
+                f"Crun {self.label} {self.job_id}: {self.last_status or '(start)'} -> {status or '(empty)'}"
+            )
+            if elapsed is not None:
+                change += f" after {elapsed:.1f} s"
+            self.last_status = status
+        if phase is CrunJobPhase.UNKNOWN and status not in self.unknown_seen:
+            self.unknown_seen.add(status)
+            warning = f"Crun {self.label} {self.job_id}: unknown status {status!r}, treating as not finished"
+        return JobObservation(phase, status, change, warning)
+
+    def failure_message(self, data: Any) -> str:
+        """Why a job whose status is ``failed`` failed, naming it."""
+        return f"Crun {self.label} {self.job_id} failed: {failure_detail(data)}"
+
+    def generation_failed_message(self, error: CrunApiError) -> str:
+        """A 501 answer to a status read: the generation itself failed."""
+        return f"Crun {self.label} {self.job_id} failed: {error.message} (code {error.code})"

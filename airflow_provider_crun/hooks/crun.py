@@ -345,36 +345,25 @@ class CrunHook(BaseHook):
         timeout: float,
     ) -> dict[str, Any]:
         deadline = type(self)._clock() + timeout
-        last_status: str | None = None
-        warned: set[str] = set()
+        watch = protocol.JobWatch(label, job_id)
         while True:
             try:
                 data = fetch(job_id)
             except CrunGenerationFailedError as error:
-                raise CrunJobFailedError(
-                    f"Crun {label} {job_id} failed: {error.message}", job_id=job_id
-                ) from None
-            status = protocol.job_status(data).strip().lower()
-            phase = protocol.job_phase(status)
-            if status != last_status:
-                self.log.info(
-                    "Crun %s %s: %s -> %s", label, job_id, last_status or "(start)", status or "(empty)"
-                )
-                last_status = status
-            if phase is protocol.CrunJobPhase.SUCCEEDED:
+                raise CrunJobFailedError(watch.generation_failed_message(error), job_id=job_id) from None
+            seen = watch.observe(data)
+            if seen.change:
+                self.log.info(seen.change)
+            if seen.warning:
+                self.log.warning(seen.warning)
+            if seen.phase is protocol.CrunJobPhase.SUCCEEDED:
                 return data
-            if phase is protocol.CrunJobPhase.FAILED:
-                detail = protocol.failure_detail(data)
-                raise CrunJobFailedError(f"Crun {label} {job_id} failed: {detail}", job_id=job_id)
-            if phase is protocol.CrunJobPhase.UNKNOWN and status not in warned:
-                warned.add(status)
-                self.log.warning(
-                    "Crun %s %s: unknown status %r, treating as not finished", label, job_id, status
-                )
+            if seen.phase is protocol.CrunJobPhase.FAILED:
+                raise CrunJobFailedError(watch.failure_message(data), job_id=job_id)
             remaining = deadline - type(self)._clock()
             if remaining <= 0:
                 raise CrunTimeoutError(
                     f"Crun {label} {job_id} did not finish within {timeout:g} s (last status "
-                    f"{status or '(empty)'!r}). Crun keeps running it; look it up by its id {job_id}."
+                    f"{seen.status or '(empty)'!r}). Crun keeps running it; look it up by its id {job_id}."
                 )
             type(self)._sleep(min(poll_interval, remaining))

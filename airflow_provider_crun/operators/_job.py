@@ -20,10 +20,14 @@ from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin,
 
 from airflow_provider_crun import events, protocol
 from airflow_provider_crun.exceptions import (
+    CrunCreationUnknownError,
     CrunError,
     CrunGenerationFailedError,
     CrunJobFailedError,
+    CrunMalformedResponseError,
     CrunNotFoundError,
+    CrunServerError,
+    CrunTransportError,
 )
 from airflow_provider_crun.operators._validation import require_positive
 
@@ -39,6 +43,13 @@ DEFAULT_TIMEOUT = 3 * 3600.0
 LOCAL_STATUS_PREFIX = "crun:"
 # What get_job_status reports when Crun answers 404 for a stored id.
 NOT_FOUND = f"{LOCAL_STATUS_PREFIX}not-found"
+
+
+def _may_have_created(error: CrunError) -> bool:
+    """Whether a failed creation call may still have created (and billed) the job on Crun."""
+    if isinstance(error, CrunTransportError):
+        return error.request_sent
+    return isinstance(error, (CrunServerError, CrunMalformedResponseError))
 
 
 class CrunJobOperator(ResumableJobMixin, BaseOperator):
@@ -220,8 +231,23 @@ class CrunJobOperator(ResumableJobMixin, BaseOperator):
     # ResumableJobMixin (the blocking path) and the same decisions for the deferrable path
 
     def submit_job(self, context: Context) -> str:
-        """Create the Crun job and log its id."""
-        job_id = self._create(context)
+        """
+        Create the Crun job and log its id.
+
+        :raises CrunCreationUnknownError: the call failed after it may have created the job; an
+            Airflow retry could pay for a second one, so the task fails without retrying.
+        """
+        try:
+            job_id = self._create(context)
+        except CrunError as error:
+            if not _may_have_created(error):
+                raise
+            raise CrunCreationUnknownError(
+                f"Creating the Crun {self.job_label} failed after the request may have reached Crun "
+                f"({error}). Crun may have created and billed it, and a retry could pay for a second "
+                f"one, so this task is not retried. Check your Crun account, then clear the task to "
+                "try again."
+            ) from error
         self._job_id = job_id
         self.log.info("Created Crun %s %s.", self.job_label, job_id)
         return job_id

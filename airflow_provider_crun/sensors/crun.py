@@ -72,6 +72,11 @@ class _CrunJobSensor(BaseSensorOperator):
 
         return CrunHook(crun_conn_id=self.crun_conn_id)
 
+    @cached_property
+    def _watch(self) -> protocol.JobWatch:
+        """What the pokes of this try have seen; built after templates are rendered."""
+        return protocol.JobWatch(self.label, self.job_id)
+
     def _fetch(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -89,7 +94,7 @@ class _CrunJobSensor(BaseSensorOperator):
             data = self._fetch()
         except CrunGenerationFailedError as error:
             raise CrunJobFailedError(
-                f"Crun {self.label} {self.job_id} failed: {error.message}", job_id=self.job_id
+                self._watch.generation_failed_message(error), job_id=self.job_id
             ) from error
         except Exception as error:
             # The hook already retried; a still-transient error is one missed poke, not a failure.
@@ -97,20 +102,15 @@ class _CrunJobSensor(BaseSensorOperator):
                 raise
             self.log.warning("Crun %s %s: poll failed (%s); will poke again.", self.label, self.job_id, error)
             return PokeReturnValue(is_done=False)
-        status = protocol.job_status(data)
-        phase = protocol.job_phase(status)
-        if phase is protocol.CrunJobPhase.SUCCEEDED:
+        seen = self._watch.observe(data)
+        if seen.change:
+            self.log.info(seen.change)
+        if seen.warning:
+            self.log.warning(seen.warning)
+        if seen.phase is protocol.CrunJobPhase.SUCCEEDED:
             return PokeReturnValue(is_done=True, xcom_value=data)
-        if phase is protocol.CrunJobPhase.FAILED:
-            raise CrunJobFailedError(
-                f"Crun {self.label} {self.job_id} failed: {protocol.failure_detail(data)}", job_id=self.job_id
-            )
-        if phase is protocol.CrunJobPhase.UNKNOWN:
-            self.log.warning(
-                "Crun %s %s: unknown status %r, treating as not finished", self.label, self.job_id, status
-            )
-        else:
-            self.log.info("Crun %s %s is %s.", self.label, self.job_id, status)
+        if seen.phase is protocol.CrunJobPhase.FAILED:
+            raise CrunJobFailedError(self._watch.failure_message(data), job_id=self.job_id)
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:

@@ -11,7 +11,6 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -26,17 +25,12 @@ DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_TIMEOUT = 3 * 3600.0
 
 
+# A trigger rebuilt after its deadline still polls once, and gets this long for that poll.
+LAST_POLL_GRACE_SECONDS = 30.0
+
+
 def _iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class _Seen:
-    """What one run of a trigger has observed so far."""
-
-    started: float
-    status: str | None = None
-    unknown: set[str] = field(default_factory=set)
 
 
 class _CrunPollingTrigger(BaseTrigger):
@@ -168,13 +162,19 @@ class _CrunPollingTrigger(BaseTrigger):
             self.poll_interval,
             _iso(self.deadline),
         )
-        seen = _Seen(started=time.monotonic())
+        watch = protocol.JobWatch(self.label, self.job_id)
+        started = time.monotonic()
         failures = 0
         data: dict[str, Any] | None = None
         last_error: BaseException | None = None
         while True:
             try:
-                data = await self._fetch(hook)
+                # The hook's own retries must not carry a poll past the deadline.
+                data = await asyncio.wait_for(
+                    self._fetch(hook), timeout=max(self._remaining(), LAST_POLL_GRACE_SECONDS)
+                )
+            except asyncio.TimeoutError:
+                return self._timeout_event(data, last_error)
             except Exception as error:
                 if not protocol.is_retryable(error, creates_billable=False):
                     raise
@@ -190,37 +190,26 @@ class _CrunPollingTrigger(BaseTrigger):
                 )
             else:
                 failures, last_error, wait = 0, None, self.poll_interval
-                event = self._observe(data, seen)
+                event = self._observe(data, watch, time.monotonic() - started)
                 if event is not None:
                     return event
             if self._remaining() <= 0:
                 return self._timeout_event(data, last_error)
             await self._pause(wait)
 
-    def _observe(self, data: dict[str, Any], seen: _Seen) -> dict[str, Any] | None:
+    def _observe(
+        self, data: dict[str, Any], watch: protocol.JobWatch, elapsed: float
+    ) -> dict[str, Any] | None:
         """Log what changed since the last poll; return the final event once the job finished."""
-        status = protocol.job_status(data).strip().lower()
-        phase = protocol.job_phase(status)
-        if status != seen.status:
-            self.log.info(
-                "Crun %s %s: %s -> %s after %.1f s",
-                self.label,
-                self.job_id,
-                seen.status or "(start)",
-                status or "(empty)",
-                time.monotonic() - seen.started,
-            )
-            seen.status = status
-        if phase is protocol.CrunJobPhase.SUCCEEDED:
+        seen = watch.observe(data, elapsed)
+        if seen.change:
+            self.log.info(seen.change)
+        if seen.warning:
+            self.log.warning(seen.warning)
+        if seen.phase is protocol.CrunJobPhase.SUCCEEDED:
             return self._event("success", f"Crun {self.label} {self.job_id} succeeded.", data)
-        if phase is protocol.CrunJobPhase.FAILED:
-            detail = protocol.failure_detail(data)
-            return self._event("failed", f"Crun {self.label} {self.job_id} failed: {detail}", data)
-        if phase is protocol.CrunJobPhase.UNKNOWN and status not in seen.unknown:
-            seen.unknown.add(status)
-            self.log.warning(
-                "Crun %s %s: unknown status %r, treating as not finished", self.label, self.job_id, status
-            )
+        if seen.phase is protocol.CrunJobPhase.FAILED:
+            return self._event("failed", watch.failure_message(data), data)
         return None
 
     def _timeout_event(self, data: dict[str, Any] | None, last_error: BaseException | None) -> dict[str, Any]:

@@ -381,3 +381,36 @@ class TestStatus:
     def test_detection_outcome_without_id(self) -> None:
         with pytest.raises(CrunMalformedResponseError, match=r"no result\.id"):
             protocol.detection_outcome({"status": "succeeded", "result": None})
+
+
+class TestJobWatch:
+    def test_reports_changes_only(self) -> None:
+        watch = protocol.JobWatch("task", "t1")
+        first = watch.observe({"status": "pending"}, elapsed=0.0)
+        again = watch.observe({"status": "PENDING"}, elapsed=1.0)
+        moved = watch.observe({"status": "running"}, elapsed=2.5)
+        assert first.change == "Crun task t1: (start) -> pending after 0.0 s"
+        assert again.change is None
+        assert moved.change == "Crun task t1: pending -> running after 2.5 s"
+        assert [first.phase, moved.phase] == [protocol.CrunJobPhase.RUNNING] * 2
+
+    def test_warns_once_per_unknown_status(self) -> None:
+        watch = protocol.JobWatch("face detection", "d1")
+        warnings = [
+            watch.observe({"status": word}).warning for word in ("queued", "queued", "running", "queued")
+        ]
+        assert warnings == [
+            "Crun face detection d1: unknown status 'queued', treating as not finished",
+            None,
+            None,
+            None,
+        ]
+
+    def test_messages(self) -> None:
+        watch = protocol.JobWatch("task", "t1")
+        failed = {"status": "failed", "result": {"code": 501, "message": "no face"}}
+        assert watch.observe(failed).phase is protocol.CrunJobPhase.FAILED
+        assert watch.failure_message(failed) == "Crun task t1 failed: no face (code 501)"
+        error = CrunGenerationFailedError(501, "generation failed")
+        assert watch.generation_failed_message(error) == "Crun task t1 failed: generation failed (code 501)"
+        assert watch.observe({"status": "Succeeded"}).phase is protocol.CrunJobPhase.SUCCEEDED

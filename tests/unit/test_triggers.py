@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -351,6 +352,24 @@ async def test_transient_errors_until_the_deadline_give_timeout(
     # 30 s each) can run past it.
     assert trigger.deadline <= fake_clock.now < trigger.deadline + 2 * 30
     assert crun_server.count("task-1") >= 6
+
+
+async def test_hook_retries_never_carry_a_poll_past_the_deadline(
+    crun_server: ScriptedCrun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real clock: the hook would sleep 60 s between its retries (Retry-After), far past the deadline.
+    import airflow_provider_crun.triggers.crun as triggers_module
+
+    monkeypatch.setattr(triggers_module, "LAST_POLL_GRACE_SECONDS", 0.1)
+    crun_server.script("task-1", api_error(429, "slow down", **{"Retry-After": "60"}))
+    trigger = make(CrunTaskTrigger, "task-1", timeout=0.5)
+
+    started = time.monotonic()
+    event = await only_event(trigger)
+
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 5
+    assert crun_server.count("task-1") == 1
 
 
 async def test_transport_errors_keep_polling_until_the_deadline(
