@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_crun.testing.emulator import EmulatorProcess, decode_png, face_boxes
+from airflow_provider_crun.testing.emulator import EmulatorProcess, changed_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
@@ -53,7 +53,9 @@ def airflow_env(emulator_url: str, home: Path) -> dict[str, str]:
 def run_airflow(args: list[str], env: dict[str, str], log: Path) -> None:
     airflow = Path(sys.executable).parent / "airflow"
     with log.open("a") as out:
-        result = subprocess.run([str(airflow), *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300)
+        result = subprocess.run(
+            [str(airflow), *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300
+        )
     if result.returncode != 0:
         tail = log.read_text().splitlines()[-40:]
         raise SystemExit(f"`airflow {' '.join(args)}` failed (exit {result.returncode}):\n" + "\n".join(tail))
@@ -72,24 +74,6 @@ def read_xcom(home: Path, task_id: str) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-def changed_faces(input_png: bytes, result_png: bytes) -> list[int]:
-    """Face ids whose region differs; raises if anything outside the face regions changed."""
-    width, height, before = decode_png(input_png)
-    _, _, after = decode_png(result_png)
-    boxes = face_boxes(FACE_COUNT, width, height)
-    changed: set[int] = set()
-    for y in range(height):
-        for x in range(width):
-            offset = (y * width + x) * 3
-            if before[offset : offset + 3] == after[offset : offset + 3]:
-                continue
-            face = next((i for i, (x0, y0, x1, y1) in enumerate(boxes) if x0 <= x < x1 and y0 <= y < y1), None)
-            if face is None:
-                raise SystemExit(f"The result changed pixel ({x}, {y}), outside every face region.")
-            changed.add(face)
-    return sorted(changed)
-
-
 def main() -> int:
     started = time.monotonic()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -97,7 +81,9 @@ def main() -> int:
     home.mkdir(parents=True)
     log = WORK / "airflow.log"
     step("Starting the Crun emulator on 127.0.0.1")
-    with EmulatorProcess(args=["--api-key", API_KEY, "--detect-delays", "0.5,0.5", "--task-delays", "1,2"]) as emu:
+    with EmulatorProcess(
+        args=["--api-key", API_KEY, "--detect-delays", "0.5,0.5", "--task-delays", "1,2"]
+    ) as emu:
         env = airflow_env(emu.url, home)
         step(f"Emulator at {emu.url}; preparing a throwaway Airflow home on SQLite ({home})")
         run_airflow(["db", "migrate"], env, log)
@@ -105,7 +91,9 @@ def main() -> int:
         conf = {"output_dir": str(results)}
         run_airflow(["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, log)
 
-        detection, swap, summary = (read_xcom(home, task) for task in ("detect_faces", "swap_faces", "fetch_result"))
+        detection, swap, summary = (
+            read_xcom(home, task) for task in ("detect_faces", "swap_faces", "fetch_result")
+        )
         print()
         print(f"Detected faces in {detection['image_url']}:")
         for face in detection["faces"]:
@@ -117,7 +105,7 @@ def main() -> int:
 
         with urllib.request.urlopen(detection["image_url"], timeout=10) as response:
             input_png = response.read()
-        changed = changed_faces(input_png, Path(summary["result_path"]).read_bytes())
+        changed = changed_faces(input_png, Path(summary["result_path"]).read_bytes(), FACE_COUNT)
         print(f"Changed regions:  faces {changed} (asked to swap face {SWAPPED_FACE}; the rest kept)")
         state = emu.state()
         print(f"Emulator saw:     {json.dumps(state.get('counts', {}), sort_keys=True)}")

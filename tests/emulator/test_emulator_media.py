@@ -152,3 +152,24 @@ def test_input_names_are_url_quoted(emu: CrunEmulator, api: Any, clock: ManualCl
         image_name_for_url("https://example.com/media/input/a/b.png")
         == "https://example.com/media/input/a/b.png"
     )
+
+
+def test_changed_faces_names_exactly_the_swapped_regions() -> None:
+    from airflow_provider_crun.testing.emulator import changed_faces
+    from airflow_provider_crun.testing.emulator.media import input_png, result_png
+
+    before = input_png("group", 3)
+    assert changed_faces(before, before, 3) == []
+    after = result_png("group", 3, ((2, "https://faces.example/new.png"),))
+    assert changed_faces(before, after, 3) == [2]
+
+
+def test_changed_faces_refuses_changes_outside_faces() -> None:
+    from airflow_provider_crun.testing.emulator import changed_faces, decode_png, encode_png
+    from airflow_provider_crun.testing.emulator.media import input_png
+
+    before = input_png("group", 2)
+    width, height, rgb = decode_png(before)
+    corner_changed = bytes([255 - rgb[0]]) + rgb[1:]
+    with pytest.raises(ValueError, match=r"pixel \(0, 0\) changed outside every face region"):
+        changed_faces(before, encode_png(width, height, corner_changed), 2)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_crun.testing.emulator import CrunEmulator, decode_png, face_boxes
+from airflow_provider_crun.testing.emulator import CrunEmulator, changed_faces
 from tests.conftest import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.integration
@@ -98,20 +98,8 @@ def test_multi_face_swap(emulator: CrunEmulator, tmp_path: Path) -> None:
     assert (emulator.counts["CreateTask"], emulator.tasks_created, emulator.detections_created) == (1, 1, 1)
 
     # The downloaded image differs from the input exactly in face 1's region.
-    width, height, before = decode_png(emulator_get(image_url))
-    _, _, after = decode_png(Path(summary["result_path"]).read_bytes())
-    boxes = face_boxes(3, width, height)
-    changed = {
-        index
-        for index, (x0, y0, x1, y1) in enumerate(boxes)
-        if any(
-            before[(y * width + x) * 3 : (y * width + x) * 3 + 3]
-            != after[(y * width + x) * 3 : (y * width + x) * 3 + 3]
-            for y in range(y0, y1)
-            for x in range(x0, x1)
-        )
-    }
-    assert changed == {1}
+    result_image = Path(summary["result_path"]).read_bytes()
+    assert changed_faces(emulator_get(image_url), result_image, faces=3) == [1]
 
 
 def emulator_get(url: str) -> bytes:

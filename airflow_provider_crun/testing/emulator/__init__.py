@@ -20,6 +20,7 @@ from airflow_provider_crun.testing.emulator.faults import FaultInjector, FaultRu
 from airflow_provider_crun.testing.emulator.media import (
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
+    changed_faces,
     decode_png,
     encode_png,
     face_boxes,
@@ -39,6 +40,7 @@ __all__ = [
     "FaultInjector",
     "FaultRule",
     "ManualClock",
+    "changed_faces",
     "decode_png",
     "encode_png",
     "face_boxes",

@@ -280,3 +280,38 @@ def decode_png(data: bytes) -> tuple[int, int, bytes]:
         for channel in range(3):
             out[channel::3] = pixels
     return width, height, bytes(out)
+
+
+def changed_faces(input_image: bytes, result_image: bytes, faces: int) -> list[int]:
+    """
+    The ids of the faces whose region differs between an input image and a result image.
+
+    A person looks at the result to see which faces were swapped; a test asks this instead.
+
+    :param input_image: The input PNG.
+    :param result_image: The result PNG (same size).
+    :param faces: How many faces the input has.
+    :raises ValueError: when the sizes differ, or a pixel outside every face region changed.
+    """
+    width, height, before = decode_png(input_image)
+    result_width, result_height, after = decode_png(result_image)
+    if (width, height) != (result_width, result_height):
+        raise ValueError(f"sizes differ: {width}x{height} and {result_width}x{result_height}")
+    boxes = face_boxes(faces, width, height)
+    changed: set[int] = set()
+    row_bytes = width * 3
+    for y in range(height):
+        row = slice(y * row_bytes, (y + 1) * row_bytes)
+        if before[row] == after[row]:
+            continue
+        for x in range(width):
+            offset = y * row_bytes + x * 3
+            if before[offset : offset + 3] == after[offset : offset + 3]:
+                continue
+            face = next(
+                (i for i, (x0, y0, x1, y1) in enumerate(boxes) if x0 <= x < x1 and y0 <= y < y1), None
+            )
+            if face is None:
+                raise ValueError(f"pixel ({x}, {y}) changed outside every face region")
+            changed.add(face)
+    return sorted(changed)
