@@ -1,0 +1,102 @@
+"""Small assertions shared by the end-to-end scenarios."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_crun.testing.emulator import changed_faces, render_input
+from tests.e2e.harness import AirflowApi
+from tests.e2e.scenarios import REJECTION_KINDS
+
+
+def by_task(task_instances: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Unmapped task instances by task id."""
+    return {ti["task_id"]: ti for ti in task_instances if ti["map_index"] == -1}
+
+
+def task_states(task_instances: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """``task_id -> state`` of the unmapped task instances."""
+    return {task_id: ti["state"] for task_id, ti in by_task(task_instances).items()}
+
+
+def all_success(task_ids: Iterable[str]) -> dict[str, str]:
+    return dict.fromkeys(task_ids, "success")
+
+
+# Airflow 3.3.2 logs this when it takes the stale exit event of a deferring try for an external kill
+# of the resumed try, and fails (or retries) a healthy task: apache/airflow#72716 (PR #72767).
+AIRFLOW_DEFER_RACE = "state mismatch"
+AIRFLOW_DEFER_RACE_ISSUE = "https://github.com/apache/airflow/issues/72716"
+
+
+def airflow_defer_races(api: AirflowApi, dag_id: str, run_id: str) -> dict[tuple[str, int], int]:
+    """How often the Airflow defer race struck each ``(task_id, map_index)`` of a run."""
+    races: dict[tuple[str, int], int] = {}
+    for entry in api.event_logs(event=AIRFLOW_DEFER_RACE, dag_id=dag_id, run_id=run_id):
+        key = (entry["task_id"], entry["map_index"] if entry["map_index"] is not None else -1)
+        races[key] = races.get(key, 0) + 1
+    return races
+
+
+def unexplained_retries(
+    task_instances: Iterable[Mapping[str, Any]], races: Mapping[tuple[str, int], int]
+) -> list[tuple[str, int, int]]:
+    """
+    ``(task_id, map_index, try_number)`` of every task instance that needed more than one try.
+
+    A try that Airflow's own defer race failed is the only excuse for another one (the durable
+    reattach then finishes the same Crun job, which the request counts check). A race does not
+    always cost a try, so this allows up to one extra try per race.
+    """
+    return [
+        (ti["task_id"], ti["map_index"], ti["try_number"])
+        for ti in task_instances
+        if ti["try_number"] > 1 + races.get((ti["task_id"], ti["map_index"]), 0)
+    ]
+
+
+def fired(state: Mapping[str, Any], endpoint: str, kinds: Iterable[str] | None = None) -> int:
+    """How many faults the emulator injected on ``endpoint`` (of ``kinds``, or of any kind)."""
+    total = 0
+    for key, count in state.get("faults_fired", {}).items():
+        name, _, kind = key.partition(":")
+        if name == endpoint and (kinds is None or kind in kinds):
+            total += int(count)
+    return total
+
+
+def accepted_creates(state: Mapping[str, Any]) -> int:
+    """
+    ``CreateTask`` requests minus the ones the emulator rejected with 429/455 (also as a body code).
+
+    A rejection creates nothing and may be re-sent, so it does not count. Every other request
+    may have created a task, so a correct client sends exactly one per swap.
+    """
+    return int(state["counts"]["CreateTask"]) - fired(state, "CreateTask", REJECTION_KINDS)
+
+
+def faults_injected(state: Mapping[str, Any]) -> int:
+    return sum(int(count) for count in state.get("faults_fired", {}).values())
+
+
+def swapped_faces(result_path: str | Path, image_name: str, face_count: int) -> list[int]:
+    """Face ids whose region differs between the emulator's input image and the downloaded result."""
+    return changed_faces(
+        render_input(image_name, face_count).to_png(), Path(result_path).read_bytes(), face_count
+    )
+
+
+def log_of(
+    api: AirflowApi, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+) -> str:
+    """A task try's log; waits briefly, since the last lines may land just after the state."""
+    text = ""
+    for _ in range(5):
+        text = api.task_log(dag_id, run_id, task_id, try_number, map_index)
+        if "::endgroup::" in text or "Task instance is in" in text or "ERROR" in text.upper():
+            break
+        time.sleep(1)
+    return text

@@ -1,0 +1,86 @@
+"""
+(d) SIGKILL a blocking swap's task process after Crun accepted the task; the retry reattaches.
+
+The swap runs in blocking mode with ``retries=1``. Once the emulator has created the task and the
+operator has polled it once (so the Crun task id is already in ``task_state_store``; the id is
+stored between the two), the task's process is killed. Airflow retries it, and the retry must find
+the stored id and wait for the same Crun task: exactly one ``CreateTask`` in total.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.e2e import scenarios
+from tests.e2e.checks import accepted_creates, by_task, log_of
+from tests.e2e.conftest import E2E
+from tests.e2e.harness import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def task_process(ti_id: str) -> psutil.Process | None:
+    """
+    The process running the task instance ``ti_id``.
+
+    In Airflow 3 the LocalExecutor worker supervises a forked child that runs the task; the child
+    titles itself ``airflow worker -- <task instance id>``.
+    """
+    title = f"airflow worker -- {ti_id}"
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if cmdline.strip() == title:
+            return process
+    return None
+
+
+def test_worker_crash_after_create_task_reattaches(e2e: E2E, describe: Any) -> None:
+    backend, dag = scenarios.CRASH, scenarios.CRASH_DAG
+    emulator = e2e.emulator(backend.conn_id)
+    emulator.reset(everything=True)
+    started = time.monotonic()
+    run_id = e2e.api.trigger(dag.dag_id, {"image_url": e2e.media_url(backend.conn_id, "crash", 3)})
+
+    def polled_once() -> bool:
+        state = emulator.state()
+        return state["tasks_created"] == 1 and state["counts"]["TaskInfo"] >= 1
+
+    wait_until(polled_once, timeout=120, what="the swap to create its Crun task and poll it")
+    swap_ti = e2e.api.task_instance(dag.dag_id, run_id, "swap_faces")
+    assert (swap_ti["state"], swap_ti["try_number"]) == ("running", 1), describe(dag.dag_id, run_id)
+    process = wait_until(lambda: task_process(swap_ti["id"]), timeout=20, what="the task's process")
+    process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    run = e2e.api.wait_for_run(dag.dag_id, run_id, timeout=180)
+    recovered_s = round(time.monotonic() - killed_at, 1)
+    assert run["state"] == "success", describe(dag.dag_id, run_id)
+    tis = by_task(e2e.api.task_instances(dag.dag_id, run_id))
+    assert (tis["swap_faces"]["state"], tis["swap_faces"]["try_number"]) == ("success", 2)
+    assert (tis["detect_faces"]["try_number"], tis["fetch_result"]["try_number"]) == (1, 1)
+
+    state = emulator.state()
+    assert state["counts"]["CreateTask"] == accepted_creates(state) == 1
+    assert state["tasks_created"] == 1
+    swap = e2e.api.xcom(dag.dag_id, run_id, "swap_faces")
+    assert swap["status"] == "success"
+    first_try = log_of(e2e.api, dag.dag_id, run_id, "swap_faces", 1)
+    retry = log_of(e2e.api, dag.dag_id, run_id, "swap_faces", 2)
+    assert f"Created Crun task {swap['crun_task_id']}" in first_try
+    assert swap["crun_task_id"] in retry
+    assert "Created Crun task" not in retry, retry[-3000:]
+    e2e.record(
+        "worker_crash",
+        runs=1,
+        faults_injected="SIGKILL of the task process after CreateTask",
+        create_task_requests=state["counts"]["CreateTask"],
+        tasks_created=state["tasks_created"],
+        swap_tries=tis["swap_faces"]["try_number"],
+        recovered_after_kill_s=recovered_s,
+        wall_s=round(time.monotonic() - started, 1),
+    )
