@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
@@ -27,6 +28,15 @@ DEFAULT_TIMEOUT = 3 * 3600.0
 
 # A trigger rebuilt after its deadline still polls once, and gets this long for that poll.
 LAST_POLL_GRACE_SECONDS = 30.0
+
+
+async def _within(poll: Awaitable[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Await ``poll`` for at most ``seconds``; raise ``TimeoutError`` after that."""
+    if sys.version_info >= (3, 11):
+        # asyncio.timeout costs half of wait_for, which wraps every poll in a new Task.
+        async with asyncio.timeout(seconds):
+            return await poll
+    return await asyncio.wait_for(poll, timeout=seconds)
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -170,9 +180,7 @@ class _CrunPollingTrigger(BaseTrigger):
         while True:
             try:
                 # The hook's own retries must not carry a poll past the deadline.
-                data = await asyncio.wait_for(
-                    self._fetch(hook), timeout=max(self._remaining(), LAST_POLL_GRACE_SECONDS)
-                )
+                data = await _within(self._fetch(hook), max(self._remaining(), LAST_POLL_GRACE_SECONDS))
             except asyncio.TimeoutError:
                 return self._timeout_event(data, last_error)
             except Exception as error:
