@@ -1,5 +1,5 @@
 """
-Session fixtures of the end-to-end suite: the emulators, a real Airflow 3, and the figures.
+Fixtures of the end-to-end suite: the emulators, a real Airflow 3, and the figures.
 
 One Airflow deployment serves every end-to-end test; it starts on first use, so ``pytest -m "not
 e2e"`` never pays for it. Scenario figures go to ``tests/e2e/last_results.json`` and are printed
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -26,7 +27,7 @@ import pytest
 
 from airflow_provider_crun.testing.emulator import EmulatorProcess
 from tests.e2e import scenarios
-from tests.e2e.harness import AirflowDeployment
+from tests.e2e.harness import AirflowDeployment, exit_on_sigterm
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -53,7 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 class TriggerSampler:
     """
-    Read the ``trigger`` table every second and keep every row ever seen, decrypted.
+    Read the ``trigger`` table twice a second and keep every row ever seen, decrypted.
 
     Airflow deletes a trigger row soon after its task resumes, so the secret audit and the
     restart scenario need this history rather than a look at the end.
@@ -198,6 +199,7 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     """
     started = time.monotonic()
     with ExitStack() as stack:
+        stack.callback(exit_on_sigterm())
         emulators = _start_emulators(stack)
         home = Path(tempfile.mkdtemp(prefix="crun-e2e-airflow-"))
         dag_files = [*sorted((REPO / "example_dags").glob("*.py")), *sorted((HERE / "dags").glob("*.py"))]
@@ -223,8 +225,9 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
         failures_before = request.session.testsfailed
         yield E2E(airflow, emulators, sampler)
     _SESSION["total_s"] = round(time.monotonic() - started, 1)
-    if request.session.testsfailed == failures_before:
-        shutil.rmtree(home, ignore_errors=True)  # kept for a look at the logs when something failed
+    # Kept for a look at the logs when something failed, or when CRUN_E2E_KEEP_HOME is set.
+    if request.session.testsfailed == failures_before and not os.environ.get("CRUN_E2E_KEEP_HOME"):
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -233,11 +236,13 @@ def describe(e2e: E2E) -> Any:
     return e2e.airflow.describe_run
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the figures (only when e2e scenarios ran)."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the figures (only when e2e scenarios ran), with whether the session passed."""
     if not _RESULTS or "started" not in _SESSION:
         return
     _RESULTS["suite"] = {
+        "pytest_exit_status": int(exitstatus),
+        "tests_failed": session.testsfailed,
         "setup_s": _SESSION["setup_s"],
         # From the first end-to-end test's setup to the last one's teardown (every process stopped).
         "total_s": _SESSION.get("total_s", round(time.monotonic() - _SESSION["started"], 1)),

@@ -31,6 +31,7 @@ import requests
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 VENV_BIN = Path(sys.executable).parent
+SQLITE_SETTINGS = "crun_e2e_sqlite"
 
 T = TypeVar("T")
 
@@ -46,6 +47,22 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
+
+
+def exit_on_sigterm() -> Callable[[], None]:
+    """
+    Turn SIGTERM into ``SystemExit`` so finalizers and ``atexit`` still stop every component.
+
+    Python's default SIGTERM handling exits without either. Returns the function that restores
+    the previous handler.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def free_port() -> int:
@@ -148,6 +165,7 @@ class AirflowApi:
     """
 
     PAGE = 100
+    ATTEMPTS = 4
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -157,10 +175,22 @@ class AirflowApi:
     def close(self) -> None:
         self.session.close()
 
-    def request(self, method: str, path: str, *, ok: Iterable[int] = (200,), **kwargs: Any) -> Any:
-        """Send a request to ``/api/v2`` + ``path``; return the JSON body of an ``ok`` status."""
+    def request(
+        self, method: str, path: str, *, ok: Iterable[int] = (200,), idempotent: bool = False, **kwargs: Any
+    ) -> Any:
+        """
+        Send a request to ``/api/v2`` + ``path``; return the JSON body of an ``ok`` status.
+
+        A GET, or a request the caller calls ``idempotent``, is sent again after a 5xx: on SQLite a
+        busy moment surfaces as "database is locked", which the api-server answers with HTTP 500.
+        """
         kwargs.setdefault("timeout", 30)
-        response = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+        attempts = self.ATTEMPTS if method == "GET" or idempotent else 1
+        for attempt in range(1, attempts + 1):
+            response = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+            if response.status_code < 500 or attempt == attempts:
+                break
+            time.sleep(attempt)
         if response.status_code not in set(ok):
             raise AssertionError(f"{method} {path} -> HTTP {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else None
@@ -199,12 +229,16 @@ class AirflowApi:
     def trigger(
         self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_id: str | None = None
     ) -> str:
-        """Start a manual run of ``dag_id`` with ``conf``; return its run id."""
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
-        if run_id is not None:
-            body["dag_run_id"] = run_id
-        run = self.request("POST", f"/dags/{dag_id}/dagRuns", ok=(200, 201), json=body)
-        return str(run["dag_run_id"])
+        """
+        Start a manual run of ``dag_id`` with ``conf``; return its run id.
+
+        The run id is chosen here, so sending the request again after a 5xx is safe: a run that was
+        created after all answers 409, which counts as created.
+        """
+        run_id = run_id or f"e2e__{time.strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(4)}"
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {}), "dag_run_id": run_id}
+        self.request("POST", f"/dags/{dag_id}/dagRuns", ok=(200, 201, 409), idempotent=True, json=body)
+        return run_id
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
@@ -335,6 +369,9 @@ class AirflowDeployment:
     # The log servers bind fixed ports by default, and other deployments may run on this machine.
     worker_log_port: int = field(default_factory=free_port)
     trigger_log_port: int = field(default_factory=free_port)
+    # Seconds a SQLite writer waits for the lock. Python's default of 5 s is too short when the
+    # scheduler, api-server, triggerer and eight task processes all write on two cores.
+    sqlite_busy_timeout: float = 30.0
     fernet_key: str = field(default_factory=lambda: _new_fernet_key())
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     components: dict[str, Component] = field(default_factory=dict)
@@ -342,6 +379,12 @@ class AirflowDeployment:
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.dags_folder.mkdir(exist_ok=True)
+        self.site_dir.mkdir(exist_ok=True)
+        (self.site_dir / f"{SQLITE_SETTINGS}.py").write_text(
+            '"""SQLite connect arguments of the e2e deployment (imported by [database] settings)."""\n\n'
+            f"CONNECT_ARGS = {{'timeout': {self.sqlite_busy_timeout}}}\n"
+            f"CONNECT_ARGS_ASYNC = {{'timeout': {self.sqlite_busy_timeout}}}\n"
+        )
         for source in self.dag_files:
             (self.dags_folder / source.name).write_bytes(source.read_bytes())
         self.api = AirflowApi(self.base_url)
@@ -366,6 +409,11 @@ class AirflowDeployment:
         return self.home / "airflow.db"
 
     @property
+    def site_dir(self) -> Path:
+        """On the components' ``PYTHONPATH``: holds the SQLite settings module."""
+        return self.home / "site"
+
+    @property
     def task_log_dir(self) -> Path:
         return self.home / "logs"
 
@@ -385,6 +433,11 @@ class AirflowDeployment:
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_SETTINGS}.CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_SETTINGS}.CONNECT_ARGS_ASYNC",
+                "PYTHONPATH": os.pathsep.join(
+                    part for part in (str(self.site_dir), os.environ.get("PYTHONPATH", "")) if part
+                ),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -415,7 +468,7 @@ class AirflowDeployment:
                 "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
                 # For tasks without their own retry_delay (the batch example): 5 s instead of 300 s, so
-                # a try lost to that race does not idle a whole run for five minutes.
+                # a try lost to Airflow's defer race does not idle a whole run for five minutes.
                 "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",

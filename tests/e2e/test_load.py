@@ -44,6 +44,11 @@ FAULTS = (
 )
 
 
+def emulator_cpu(e2e: E2E) -> float:
+    process = e2e.emulator(scenarios.DEFAULT.conn_id).process
+    return process_tree_cpu(process.pid) if process is not None else 0.0
+
+
 @pytest.mark.timeout(RUN_TIMEOUT + 120)
 def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
     emulator = e2e.emulator(scenarios.DEFAULT.conn_id)
@@ -55,7 +60,7 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
         "new_face": f"{base}/media/input/new-face.png?faces=1",
         "face_id": 0,
     }
-    cpu_before = e2e.airflow.cpu_seconds()
+    cpu_before = {**e2e.airflow.cpu_seconds(), "emulator": emulator_cpu(e2e)}
     started = time.monotonic()
     try:
         run_id = e2e.api.trigger(DAG_ID, conf)
@@ -63,10 +68,8 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
     finally:
         emulator.set_faults(())
     wall = round(time.monotonic() - started, 1)
-    cpu = {
-        name: round(used - cpu_before.get(name, 0.0), 1) for name, used in e2e.airflow.cpu_seconds().items()
-    }
-    cpu["emulator"] = process_tree_cpu(emulator.process.pid) if emulator.process else 0.0
+    cpu_after = {**e2e.airflow.cpu_seconds(), "emulator": emulator_cpu(e2e)}
+    cpu = {name: round(used - cpu_before.get(name, 0.0), 1) for name, used in cpu_after.items()}
 
     assert run["state"] == "success", describe(DAG_ID, run_id)
     tis = e2e.api.task_instances(DAG_ID, run_id)
