@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,22 +40,23 @@ def _crun_task_id(row: dict[str, Any]) -> str:
     return match.group(1)
 
 
+def run_conf(e2e: E2E, conn_id: str, image_name: str, output_dir: Path) -> dict[str, Any]:
+    return {"image_url": e2e.media_url(conn_id, image_name, 3), "output_dir": str(output_dir / image_name)}
+
+
 def _deferred_swaps(e2e: E2E, runs: list[tuple[str, str]]) -> bool:
     return all(
         e2e.api.task_instance(dag_id, run_id, "swap_faces")["state"] == "deferred" for dag_id, run_id in runs
     )
 
 
-def test_triggerer_sigkill_while_swaps_are_deferred(e2e: E2E, describe: Any) -> None:
+def test_triggerer_sigkill_while_swaps_are_deferred(e2e: E2E, describe: Any, tmp_path: Path) -> None:
     backend, dag = scenarios.RESTART, scenarios.RESTART_DAG
     emulator = e2e.emulator(backend.conn_id)
     emulator.reset(everything=True)
     started = time.monotonic()
     runs = [
-        (
-            dag.dag_id,
-            e2e.api.trigger(dag.dag_id, {"image_url": e2e.media_url(backend.conn_id, f"restart-{n}", 3)}),
-        )
+        (dag.dag_id, e2e.api.trigger(dag.dag_id, run_conf(e2e, backend.conn_id, f"restart-{n}", tmp_path)))
         for n in range(RUNS)
     ]
     wait_until(lambda: _deferred_swaps(e2e, runs), timeout=120, what="every swap to be deferred")

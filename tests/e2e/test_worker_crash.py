@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -39,12 +40,13 @@ def task_process(ti_id: str) -> psutil.Process | None:
     return None
 
 
-def test_worker_crash_after_create_task_reattaches(e2e: E2E, describe: Any) -> None:
+def test_worker_crash_after_create_task_reattaches(e2e: E2E, describe: Any, tmp_path: Path) -> None:
     backend, dag = scenarios.CRASH, scenarios.CRASH_DAG
     emulator = e2e.emulator(backend.conn_id)
     emulator.reset(everything=True)
     started = time.monotonic()
-    run_id = e2e.api.trigger(dag.dag_id, {"image_url": e2e.media_url(backend.conn_id, "crash", 3)})
+    conf = {"image_url": e2e.media_url(backend.conn_id, "crash", 3), "output_dir": str(tmp_path)}
+    run_id = e2e.api.trigger(dag.dag_id, conf)
 
     def polled_once() -> bool:
         state = emulator.state()
