@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
-import time
 from typing import Any
 
 import pytest
@@ -357,18 +357,24 @@ async def test_transient_errors_until_the_deadline_give_timeout(
 async def test_hook_retries_never_carry_a_poll_past_the_deadline(
     crun_server: ScriptedCrun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Real clock: the hook would sleep 60 s between its retries (Retry-After), far past the deadline.
+    # The hook's retry sleep honours Retry-After (60 s) and then never returns: only the trigger's
+    # own deadline bound can end this poll. Without it the test hangs until pytest-timeout.
     import airflow_provider_crun.triggers.crun as triggers_module
 
+    hook_waits: list[float] = []
+
+    async def stuck_retry_sleep(seconds: float) -> None:
+        hook_waits.append(seconds)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(CrunHook, "_async_sleep", staticmethod(stuck_retry_sleep))
     monkeypatch.setattr(triggers_module, "LAST_POLL_GRACE_SECONDS", 0.1)
     crun_server.script("task-1", api_error(429, "slow down", **{"Retry-After": "60"}))
-    trigger = make(CrunTaskTrigger, "task-1", timeout=0.5)
 
-    started = time.monotonic()
-    event = await only_event(trigger)
+    event = await only_event(make(CrunTaskTrigger, "task-1", timeout=0.5))
 
     assert event["status"] == "timeout"
-    assert time.monotonic() - started < 5
+    assert hook_waits == [60.0]
     assert crun_server.count("task-1") == 1
 
 
