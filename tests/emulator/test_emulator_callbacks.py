@@ -58,14 +58,14 @@ def test_callback_posts_task_info_when_done(
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook?run=1"
     body = {"model": "other", "callback_url": url, "input": {}}
     task_id = api.create_task(body).json()["data"]["task_id"]
-    time.sleep(0.15)
-    assert receiver.received == []  # type: ignore[attr-defined]
     clock.advance(3.0)
     _wait_for(lambda: emu.callbacks_delivered == 1)
     (call,) = receiver.received  # type: ignore[attr-defined]
     assert call["path"] == "/hook?run=1"
     assert call["type"] == "application/json"
     assert call["body"]["code"] == 200
+    # Sent once the task finished, not when it was created: the payload is the final TaskInfo.
+    assert call["body"]["data"]["status"] == "success"
     assert call["body"]["data"] == api.task(task_id)
     assert call["body"]["data"]["param"]["callback_url"] == url
 
@@ -82,11 +82,19 @@ def test_failed_callback_is_counted_and_harmless(emu: CrunEmulator, api: Any, cl
 
 
 def test_stop_drops_pending_callbacks(clock: ManualClock, receiver: ThreadingHTTPServer) -> None:
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/"
     before = threading.active_count()
-    with CrunEmulator("k", clock=clock) as emu:
-        emu.state.create_task(
-            "k",
-            {"model": "x", "callback_url": f"http://127.0.0.1:{receiver.server_address[1]}/", "input": {}},
-        )
+    emu = CrunEmulator("k", clock=clock).start()
+    dropped = emu.state.create_task("k", {"model": "x", "callback_url": url, "input": {}})["task_id"]
+    emu.stop()
     assert threading.active_count() == before
-    assert receiver.received == []  # type: ignore[attr-defined]
+    # Restarted, the emulator delivers only what was scheduled after the restart: the dropped
+    # callback was due first, so it would arrive first if stop() had kept it.
+    clock.advance(10.0)
+    with emu.start():
+        kept = emu.state.create_task("k", {"model": "x", "callback_url": url, "input": {}})["task_id"]
+        clock.advance(10.0)
+        _wait_for(lambda: emu.callbacks_delivered == 1)
+    received = [call["body"]["data"]["task_id"] for call in receiver.received]  # type: ignore[attr-defined]
+    assert received == [kept]
+    assert dropped != kept

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
 
-from airflow_provider_crun.testing.emulator import CrunEmulator, FaultRule, ManualClock
+from airflow_provider_crun.testing.emulator import CrunEmulator, FaultRule, ManualClock, handler
 
 TASK = {
     "model": "image-face-swap",
@@ -80,12 +81,19 @@ def test_drop_closes_without_a_response(emu: CrunEmulator, api: Any) -> None:
     assert emu.counts["balance"] == 2
 
 
-def test_slow_answers_late_but_normally(emu: CrunEmulator, api: Any) -> None:
-    emu.add_fault("balance", "slow", times=1, delay=0.3)
-    started = time.monotonic()
-    response = api.get("/client/account/balance")
-    assert time.monotonic() - started >= 0.3
-    assert response.json()["data"] == {"balance": 1000}
+@pytest.mark.parametrize("endpoint", ["balance", "media"])
+def test_slow_waits_then_answers_normally(
+    emu: CrunEmulator, api: Any, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(handler, "time", SimpleNamespace(sleep=waits.append))
+    emu.add_fault(endpoint, "slow", times=1, delay=0.3)
+    if endpoint == "balance":
+        assert api.get("/client/account/balance").json()["data"] == {"balance": 1000}
+    else:
+        assert api.session.get(emu.input_image_url(), timeout=5).headers["Content-Type"] == "image/png"
+    assert waits == [0.3]
+    assert emu.faults.fired == {f"{endpoint}:slow": 1}
 
 
 @pytest.mark.parametrize(
@@ -127,15 +135,23 @@ def test_detection_creation_fault_after_create(emu: CrunEmulator, api: Any) -> N
     assert emu.balance() == 999
 
 
-def test_slow_creation_times_out_but_creates(emu: CrunEmulator, api: Any) -> None:
+def test_slow_creation_times_out_but_creates(
+    emu: CrunEmulator, api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The slow fault waits until the test releases it, so the client's timeout always comes first.
+    release = threading.Event()
+    monkeypatch.setattr(handler, "time", SimpleNamespace(sleep=lambda _: release.wait(10)))
     emu.add_fault("CreateTask", "slow", times=1, delay=0.5)
-    with pytest.raises(requests.ReadTimeout):
-        api.session.post(
-            emu.api_url + "/client/job/CreateTask",
-            json=TASK,
-            headers={"x-api-key": emu.api_key},
-            timeout=0.1,
-        )
+    try:
+        with pytest.raises(requests.ReadTimeout):
+            api.session.post(
+                emu.api_url + "/client/job/CreateTask",
+                json=TASK,
+                headers={"x-api-key": emu.api_key},
+                timeout=0.1,
+            )
+    finally:
+        release.set()
     assert emu.tasks_created == 1, "the task exists although the client never saw its id"
     assert emu.balance() == 994
 

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_crun.testing.emulator import ApiError, EmulatorState, ManualClock, key_fingerprint
+from airflow_provider_crun.testing.emulator import (
+    ApiError,
+    CrunEmulator,
+    EmulatorState,
+    ManualClock,
+    Target,
+    key_fingerprint,
+)
 
 KEY = "state-key"
 IMAGE = "https://example.com/group.png?faces=2"
@@ -150,8 +157,7 @@ def test_failed_task_reports_501(state: EmulatorState, clock: ManualClock) -> No
     data = state.task_info(KEY, task_id)
     assert data["status"] == "failed"
     assert data["result"] == {"code": 501, "message": "generation failed"}
-    with pytest.raises(ApiError):
-        state.result_image(task_id)
+    assert _error(state.media, f"http://emu.test/media/results/{task_id}.png").code == 404
 
 
 def test_callback_hook_gets_finish_time(
@@ -306,7 +312,7 @@ def test_single_and_generic_models(state: EmulatorState, clock: ManualClock) -> 
     generic = state.create_task(KEY, {"model": "video-face-swap-multi", "input": {"video_url": "x"}})[
         "task_id"
     ]
-    assert state._tasks[single].swaps == ((0, TARGET),)
+    assert state._tasks[single].swaps == ((0, Target("portrait", TARGET)),)
     assert state._tasks[generic].swaps == ()
     bad = {"model": "image-face-swap", "input": {"image_url": IMAGE}}
     assert _error(state.create_task, KEY, bad).message == "new_face is required"
@@ -319,21 +325,44 @@ def test_own_face_link_on_any_host_means_unchanged(state: EmulatorState, clock: 
     body = _multi_body(result, f1=TARGET)
     body["input"]["faces"][0]["target"] = f"http://localhost:1/media/faces/{result['id']}/0.png"
     task_id = state.create_task(KEY, body)["task_id"]
-    assert state._tasks[task_id].swaps == ((1, TARGET),)
+    assert state._tasks[task_id].swaps == ((1, Target("portrait", TARGET)),)
+
+
+def _ids(clock: ManualClock, **options: Any) -> list[str]:
+    state = EmulatorState(KEY, clock=clock, detect_delays=(0, 0), **options)
+    detect_task_id = state.create_detection(KEY, {"image_url": IMAGE})["detect_task_id"]
+    detect_id = state.detection_result(KEY, detect_task_id)["result"]["id"]
+    task_id = state.create_task(KEY, {"model": "other", "input": {}})["task_id"]
+    return [detect_task_id, detect_id, task_id]
 
 
 def test_ids_are_reproducible_with_a_seed(clock: ManualClock) -> None:
-    def ids(seed: int) -> list[str]:
-        state = EmulatorState(KEY, seed=seed, clock=clock)
-        return [state.create_detection(KEY, {"image_url": IMAGE})["detect_task_id"] for _ in range(3)]
+    assert _ids(clock, seed=1) == _ids(clock, seed=1)
+    assert _ids(clock, seed=1) != _ids(clock, seed=2)
+    seeded = EmulatorState(KEY, seed=1, clock=clock)
+    first = seeded.create_detection(KEY, {"image_url": IMAGE})["detect_task_id"]
+    seeded.reset()
+    assert seeded.create_detection(KEY, {"image_url": IMAGE})["detect_task_id"] == first
 
-    assert ids(1) == ids(1)
-    assert ids(1) != ids(2)
+
+def test_ids_are_random_without_a_seed(clock: ManualClock) -> None:
+    runs = [_ids(clock) for _ in range(3)]
+    for kind in range(3):
+        assert len({run[kind] for run in runs}) == 3, "an unseeded emulator must not repeat ids"
+    assert all(run[0].startswith("dit") and run[2].startswith("task_") for run in runs)
+
+
+def test_ids_differ_across_emulator_restarts(clock: ManualClock) -> None:
+    task_ids = []
+    for _ in range(2):
+        with CrunEmulator(KEY, clock=clock) as emu:
+            task_ids.append(emu.state.create_task(KEY, {"model": "other", "input": {}})["task_id"])
+    assert task_ids[0] != task_ids[1]
 
 
 def test_snapshot_reset_and_fingerprints(state: EmulatorState, clock: ManualClock) -> None:
     state.count("TaskInfo")
-    state.note_connection()
+    state.counters.add("connections_accepted")
     state.create_detection(KEY, {"image_url": IMAGE})
     snapshot = state.snapshot()
     assert KEY not in repr(snapshot)

@@ -13,6 +13,7 @@ from types import FrameType
 
 from airflow_provider_crun.testing.emulator.core import CrunEmulator
 from airflow_provider_crun.testing.emulator.faults import FaultRule, parse_fault_spec
+from airflow_provider_crun.testing.emulator.media import MIN_LARGE_RESULT
 from airflow_provider_crun.testing.emulator.process import URL_LINE_PREFIX
 
 API_KEY_ENV = "CRUN_EMULATOR_API_KEY"
@@ -24,6 +25,22 @@ def _delays(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two comma-separated seconds, got {text!r}") from None
     return first, second
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``300000000``, ``300M``, ``512K`` or ``1G`` (binary units)."""
+    stripped = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = stripped[-1:] if stripped[-1:] in _SIZE_UNITS else ""
+    try:
+        value = int(float(stripped[: len(stripped) - len(unit)]) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a byte count such as 300M, got {text!r}") from None
+    if value < MIN_LARGE_RESULT:
+        raise argparse.ArgumentTypeError(f"a large result must be at least {MIN_LARGE_RESULT} bytes")
+    return value
 
 
 def _fault(text: str) -> FaultRule:
@@ -54,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-delays", type=_delays, default=(0.2, 0.5), metavar="PENDING,RUNNING")
     parser.add_argument("--detect-ttl", type=float, default=3600.0, help="detect_id lifetime in seconds")
     parser.add_argument("--default-faces", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="make ids and probabilistic faults reproducible (default: random)",
+    )
     parser.add_argument("--retry-after", type=float, default=1.0, help="default Retry-After of 429 faults")
     parser.add_argument(
         "--fault",
@@ -62,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fault,
         default=[],
         metavar="ENDPOINT:KIND[:times=N|p=P][:retry_after=S][:delay=S][:code=C][:after_create=0|1]",
-        help="inject a fault, repeatable",
+        help="inject a fault, repeatable (default: none)",
+    )
+    parser.add_argument(
+        "--large-result-bytes",
+        type=parse_size,
+        metavar="SIZE",
+        help="serve every task result as a PNG of exactly SIZE bytes (e.g. 300M), streamed in chunks",
     )
     parser.add_argument("--public-url", help="origin to put into media links instead of the bound URL")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -94,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retry_after=args.retry_after,
         verbose=args.verbose,
         public_url=args.public_url,
+        large_result_bytes=args.large_result_bytes,
     )
     stop = threading.Event()
 

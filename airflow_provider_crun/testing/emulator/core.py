@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from airflow_provider_crun.testing.emulator import media
 from airflow_provider_crun.testing.emulator.callbacks import CallbackDispatcher
+from airflow_provider_crun.testing.emulator.controls import EmulatorControls
 from airflow_provider_crun.testing.emulator.faults import FaultInjector, FaultRule
 from airflow_provider_crun.testing.emulator.server import EmulatorHTTPServer
 from airflow_provider_crun.testing.emulator.state import EmulatorState
 
 
-class CrunEmulator:
+class CrunEmulator(EmulatorControls):
     """
     A Crun API emulator serving HTTP on a daemon thread; use it as a context manager.
 
@@ -28,7 +28,8 @@ class CrunEmulator:
     :param task_delays: Seconds a task stays ``pending``, then ``running``.
     :param detect_ttl: Seconds after submission during which a detect_id can be used.
     :param default_faces: Faces found in an image URL without ``faces=N``.
-    :param seed: Seed for ids and probabilistic faults.
+    :param seed: Seed for ids and probabilistic faults; ``None`` (default) makes ids random, so
+        they differ across runs and restarts.
     :param host: Interface to bind.
     :param port: Port to bind; 0 picks a free one.
     :param faults: Initial fault rules.
@@ -38,6 +39,8 @@ class CrunEmulator:
     :param public_url: Origin put into media links, if clients reach the emulator by another
         name (e.g. from a container); defaults to :attr:`url`.
     :param callback_timeout: Seconds to wait for a callback receiver.
+    :param large_result_bytes: Serve every task result as a PNG of exactly this many bytes
+        (at least 1 MiB), generated and streamed in chunks; for memory tests of downloads.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class CrunEmulator:
         task_delays: tuple[float, float] = (0.2, 0.5),
         detect_ttl: float = 3600.0,
         default_faces: int = 2,
-        seed: int = 0,
+        seed: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Iterable[FaultRule] = (),
@@ -60,6 +63,7 @@ class CrunEmulator:
         clock: Callable[[], float] | None = None,
         public_url: str | None = None,
         callback_timeout: float = 5.0,
+        large_result_bytes: int | None = None,
     ) -> None:
         self._clock = clock or time.monotonic
         self.state = EmulatorState(
@@ -73,6 +77,7 @@ class CrunEmulator:
             default_faces=default_faces,
             seed=seed,
             clock=self._clock,
+            large_result_bytes=large_result_bytes,
         )
         self.faults = FaultInjector(faults, seed=seed)
         self._host = host
@@ -155,16 +160,6 @@ class CrunEmulator:
         """The API base URL (``url + "/api/v1"``)."""
         return self.url + "/api/v1"
 
-    @property
-    def api_key(self) -> str:
-        """The first accepted API key."""
-        return self.state.api_keys[0]
-
-    @property
-    def api_keys(self) -> tuple[str, ...]:
-        """Every accepted API key."""
-        return self.state.api_keys
-
     def connection_uri(self, **extra: Any) -> str:
         """
         A JSON Airflow connection for ``AIRFLOW_CONN_CRUN_DEFAULT``.
@@ -175,126 +170,3 @@ class CrunEmulator:
         if extra:
             conn["extra"] = extra
         return json.dumps(conn)
-
-    # ---------------------------------------------------------------------------------------
-    # Counters and accounts
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Requests per endpoint name (a copy), faulted requests included."""
-        return self.state.counts()
-
-    @property
-    def tasks_created(self) -> int:
-        """Tasks created and billed."""
-        return self.state.counters.tasks_created
-
-    @property
-    def detections_created(self) -> int:
-        """Detections created and billed."""
-        return self.state.counters.detections_created
-
-    @property
-    def connections_accepted(self) -> int:
-        """TCP connections accepted."""
-        return self.state.counters.connections_accepted
-
-    @property
-    def callbacks_delivered(self) -> int:
-        """Callbacks answered by their receiver."""
-        return self.state.counters.callbacks_delivered
-
-    @property
-    def callbacks_failed(self) -> int:
-        """Callbacks that could not be delivered."""
-        return self.state.counters.callbacks_failed
-
-    @property
-    def open_connections(self) -> int:
-        """Connections currently open."""
-        return self._server.open_connections if self._server is not None else 0
-
-    def balance(self, api_key: str | None = None) -> float:
-        """The balance of ``api_key`` (default: :attr:`api_key`)."""
-        return self.state.get_balance(api_key or self.api_key)
-
-    def reset_counters(self) -> None:
-        """Zero request, object, connection and callback counters."""
-        self.state.reset_counters()
-        self.faults.reset_counters()
-
-    def reset(self) -> None:
-        """Forget all detections and tasks, restore balances, zero counters and drop faults."""
-        self.state.reset()
-        self.faults.clear()
-        self.faults.reset_counters()
-
-    def snapshot(self) -> dict[str, Any]:
-        """The same data as ``GET /_emulator/state``."""
-        data = self.state.snapshot()
-        data["faults"] = [rule.to_dict() for rule in self.faults.rules]
-        data["faults_fired"] = dict(self.faults.fired)
-        data["open_connections"] = self.open_connections
-        return data
-
-    # ---------------------------------------------------------------------------------------
-    # Faults and media
-
-    def add_fault(
-        self,
-        endpoint: str,
-        kind: str | int,
-        *,
-        times: int | None = None,
-        probability: float | None = None,
-        retry_after: float | None = None,
-        delay: float | None = None,
-        code: int | None = None,
-        after_create: bool | None = None,
-    ) -> FaultRule:
-        """
-        Add a fault rule (see :mod:`~airflow_provider_crun.testing.emulator.faults`).
-
-        :param endpoint: Endpoint name or ``"*"``.
-        :param kind: ``429``, ``455``, ``500``, ..., ``malformed``, ``slow``, ``drop``,
-            ``body_error`` or ``task_fail``.
-        :param times: Fire on the first N matching requests.
-        :param probability: Fire with this probability (seeded).
-        :param retry_after: ``Retry-After`` seconds.
-        :param delay: Seconds of a ``slow`` fault.
-        :param code: Envelope code of a ``body_error``.
-        :param after_create: On creation endpoints, create and bill before faulting.
-        """
-        rule = FaultRule(
-            endpoint=endpoint,
-            kind=str(kind),
-            times=times,
-            probability=probability,
-            retry_after=retry_after,
-            delay=delay,
-            code=code,
-            after_create=after_create,
-        )
-        self.faults.add(rule)
-        return rule
-
-    def set_faults(self, rules: Iterable[FaultRule]) -> None:
-        """Replace every fault rule."""
-        self.faults.set_rules(rules)
-
-    def clear_faults(self) -> None:
-        """Remove every fault rule."""
-        self.faults.clear()
-
-    def set_faces(self, image_url: str, faces: int) -> None:
-        """Make detections of ``image_url`` find ``faces`` faces."""
-        self.state.set_faces(image_url, faces)
-
-    def input_image_url(self, name: str = "group", faces: int = 2) -> str:
-        """URL of a generated input image with ``faces`` faces, served by this emulator."""
-        return self.state.input_image_url(name, faces)
-
-    @staticmethod
-    def face_boxes(n: int) -> list[media.Box]:
-        """Regions ``(x0, y0, x1, y1)`` of the ``n`` faces of a generated image."""
-        return media.face_boxes(n)

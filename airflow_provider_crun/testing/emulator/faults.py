@@ -3,8 +3,8 @@ Fault injection rules for the emulator.
 
 A rule names an endpoint (or ``*`` for every API endpoint), a kind and how often it fires:
 the first ``times`` matching requests, each matching request with ``probability`` (drawn from a
-``random.Random`` seeded per rule, so a run is reproducible), or both (with probability, at most
-``times`` times), or, with neither, every matching request.
+``random.Random`` per rule, derived from the emulator's seed, so a seeded run is reproducible),
+or both (with probability, at most ``times`` times), or, with neither, every matching request.
 
 Kinds:
 
@@ -171,10 +171,10 @@ def parse_fault_spec(spec: str) -> FaultRule:
 
 
 class _ActiveRule:
-    def __init__(self, rule: FaultRule, seed: int, index: int) -> None:
+    def __init__(self, rule: FaultRule, seed: int | None, index: int) -> None:
         self.rule = rule
         self.remaining = rule.times
-        self.rng = random.Random(f"{seed}:{index}")
+        self.rng = random.Random(f"{seed}:{index}") if seed is not None else random.Random()
 
     def fires(self) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -191,10 +191,10 @@ class FaultInjector:
     Thread-safe, seeded set of fault rules; the first rule that fires wins.
 
     :param rules: Initial rules.
-    :param seed: Seed of the per-rule random generators.
+    :param seed: Seed of the per-rule random generators; ``None`` seeds them from the OS.
     """
 
-    def __init__(self, rules: Iterable[FaultRule] = (), seed: int = 0) -> None:
+    def __init__(self, rules: Iterable[FaultRule] = (), seed: int | None = None) -> None:
         self._lock = threading.Lock()
         self._seed = seed
         self._rules: list[_ActiveRule] = []

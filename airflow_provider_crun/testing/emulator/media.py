@@ -1,60 +1,70 @@
 """
-Deterministic images for the emulator, and a tiny stdlib PNG codec.
+The emulator's pictures, drawn with Pillow, and how it serves them.
 
-Every picture the emulator serves is a pure function of a name and a face count, so a test can
-regenerate the input, decode the result and check exactly which face regions a swap changed.
-Encoding writes 8-bit RGB with filter type 0 only; decoding accepts any non-interlaced 8-bit
-gray/RGB/RGBA PNG so tests can also read images produced elsewhere.
+Every picture is a pure function of names and targets, so a test can redraw the input, read
+the result and check exactly which face regions a swap changed (:func:`changed_faces`):
+
+- a group picture (:func:`render_input`) has ``N`` faces, each told apart by colour and shape;
+- a portrait (:func:`render_portrait`) is one face, drawn from a name or from a hash of a URL;
+- a result (:func:`render_result`) is the group picture with each swapped face's head replaced
+  by its target's head, scaled into that face's box.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import struct
+import io
 import zlib
-from urllib.parse import unquote, urlsplit
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from PIL import Image, ImageChops, ImageDraw
+
+from airflow_provider_crun.testing.emulator.faces import (
+    Box,
+    draw_face,
+    ellipse_mask,
+    group_look,
+    head_ellipse,
+    look_for,
+    pastel_for,
+)
 
 IMAGE_WIDTH = 480
 IMAGE_HEIGHT = 240
-MAX_FACES = 32
-INPUT_PATH_PREFIX = "/media/input/"
-
-Box = tuple[int, int, int, int]
-"""A half-open pixel rectangle ``(x0, y0, x1, y1)``."""
-Color = tuple[int, int, int]
-Swaps = tuple[tuple[int, str], ...]
-"""``(face index, target URL)`` pairs of the faces a result replaces."""
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_CHANNELS = {0: 1, 2: 3, 6: 4}
+PORTRAIT_SIZE = (200, 260)
+PNG = "image/png"
+STREAM_CHUNK = 1 << 20
+"""Bytes per write when a large result is streamed."""
+MIN_LARGE_RESULT = STREAM_CHUNK
+_MAX_PNG_CHUNK = (1 << 31) - 1
+_PAD_TYPE = b"crPd"  # ancillary, private, safe to copy: every PNG decoder skips it
 
 
-def color_for(text: str, salt: str = "") -> Color:
-    """Return a colour derived from a hash of ``text`` (and ``salt``)."""
-    digest = hashlib.sha256(f"{salt}\x00{text}".encode()).digest()
-    return digest[0], digest[1], digest[2]
-
-
-def image_name_for_url(image_url: str) -> str:
+@dataclass(frozen=True)
+class Target:
     """
-    Return the name the emulator renders an image URL from.
+    What a swapped face becomes; hashable, so results can be cached.
 
-    An emulator input URL (``.../media/input/<name>.png``, on any host) renders as ``<name>``,
-    so the detected image and the served input image are the same picture. Any other URL is
-    rendered from the whole URL string.
+    :param kind: ``portrait`` (a drawn face named ``name``: a portrait name or a foreign URL),
+        ``crop`` (face ``index`` of the group picture ``name`` with ``faces`` faces) or
+        ``picture`` (the whole group picture ``name`` with ``swaps`` applied).
     """
-    path = urlsplit(image_url).path
-    if path.startswith(INPUT_PATH_PREFIX) and path.endswith(".png"):
-        quoted = path[len(INPUT_PATH_PREFIX) : -len(".png")]
-        if quoted and "/" not in quoted:
-            return unquote(quoted)
-    return image_url
+
+    kind: str
+    name: str
+    faces: int = 0
+    index: int = 0
+    swaps: Swaps = ()
+
+
+Swaps = tuple[tuple[int, Target], ...]
+"""``(face index, target)`` pairs of the faces a result replaces."""
 
 
 def face_boxes(n: int, width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGHT) -> list[Box]:
     """
-    Return the regions of ``n`` faces in a generated image, in face-id order.
+    Return the regions of ``n`` faces in a group picture, in face-id order.
 
     Faces sit in a grid of at most four columns; each box is inset in its cell so boxes never
     touch each other or the image border.
@@ -65,221 +75,106 @@ def face_boxes(n: int, width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGHT) -> 
     rows = -(-n // cols)
     cell_w, cell_h = width // cols, height // rows
     margin_x, margin_y = max(2, cell_w // 8), max(2, cell_h // 8)
-    boxes = []
-    for index in range(n):
-        row, col = divmod(index, cols)
-        boxes.append(
-            (
-                col * cell_w + margin_x,
-                row * cell_h + margin_y,
-                (col + 1) * cell_w - margin_x,
-                (row + 1) * cell_h - margin_y,
-            )
+    return [
+        (
+            col * cell_w + margin_x,
+            row * cell_h + margin_y,
+            (col + 1) * cell_w - margin_x,
+            (row + 1) * cell_h - margin_y,
         )
-    return boxes
+        for row, col in (divmod(index, cols) for index in range(n))
+    ]
 
 
-class Canvas:
-    """A mutable RGB raster with just enough drawing for the emulator's pictures."""
-
-    def __init__(self, width: int, height: int, background: Color = (0, 0, 0)) -> None:
-        self.width = width
-        self.height = height
-        self.rgb = bytearray(bytes(background) * (width * height))
-
-    def fill(self, box: Box, color: Color) -> None:
-        """Fill ``box`` (clipped to the canvas) with ``color``."""
-        x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), min(self.width, box[2]), min(self.height, box[3])
-        if x0 >= x1 or y0 >= y1:
-            return
-        span = bytes(color) * (x1 - x0)
-        for y in range(y0, y1):
-            start = (y * self.width + x0) * 3
-            self.rgb[start : start + len(span)] = span
-
-    def checker(self, box: Box, first: Color, second: Color, cell: int) -> None:
-        """Fill ``box`` with a checkerboard of ``cell``-pixel squares."""
-        x0, y0, x1, y1 = box
-        for cy in range(y0, y1, cell):
-            for cx in range(x0, x1, cell):
-                even = ((cx - x0) // cell + (cy - y0) // cell) % 2 == 0
-                self.fill((cx, cy, min(cx + cell, x1), min(cy + cell, y1)), first if even else second)
-
-    def crop(self, box: Box) -> Canvas:
-        """Return a copy of ``box``."""
-        x0, y0, x1, y1 = box
-        out = Canvas(x1 - x0, y1 - y0)
-        row_bytes = (x1 - x0) * 3
-        for y in range(y0, y1):
-            start = (y * self.width + x0) * 3
-            dst = (y - y0) * row_bytes
-            out.rgb[dst : dst + row_bytes] = self.rgb[start : start + row_bytes]
-        return out
-
-    def to_png(self) -> bytes:
-        """Encode the canvas as PNG."""
-        return encode_png(self.width, self.height, bytes(self.rgb))
-
-
-def _draw_face(canvas: Canvas, box: Box, color: Color) -> None:
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    canvas.fill(box, color)
-    dark = (color[0] // 4, color[1] // 4, color[2] // 4)
-    eye = max(2, min(w, h) // 8)
-    for ex in (x0 + w // 4, x0 + (3 * w) // 4 - eye):
-        canvas.fill((ex, y0 + h // 3, ex + eye, y0 + h // 3 + eye), dark)
-    canvas.fill((x0 + w // 4, y0 + (2 * h) // 3, x1 - w // 4, y0 + (2 * h) // 3 + max(1, eye // 2)), dark)
-
-
-def render_input(name: str, faces: int) -> Canvas:
-    """Draw the input image ``name`` with ``faces`` face regions (see :func:`face_boxes`)."""
-    canvas = Canvas(IMAGE_WIDTH, IMAGE_HEIGHT, color_for(name, "background"))
+def render_input(name: str, faces: int) -> Image.Image:
+    """Draw the group picture ``name`` with ``faces`` faces (see :func:`face_boxes`)."""
+    image = Image.new("RGB", (IMAGE_WIDTH, IMAGE_HEIGHT), pastel_for(name))
+    draw = ImageDraw.Draw(image)
     for index, box in enumerate(face_boxes(faces)):
-        _draw_face(canvas, box, color_for(f"{name}#{index}", "face"))
-    return canvas
+        look = group_look(name, index)
+        # Shoulders in a darker shade of the head colour, below the head and outside its ellipse.
+        x0, y0, x1, y1 = head_ellipse(box)
+        shirt = tuple(channel // 2 for channel in look.head)
+        draw.ellipse(
+            (x0 - (x1 - x0) // 4, y1 - (y1 - y0) // 8, x1 + (x1 - x0) // 4, y1 + (y1 - y0)), fill=shirt
+        )
+        draw_face(image, box, look)
+    return image
 
 
-def render_result(name: str, faces: int, swaps: Swaps) -> Canvas:
+def render_portrait(name: str) -> Image.Image:
+    """Draw the portrait ``name``: one face filling the picture, on a background of its own."""
+    image = Image.new("RGB", PORTRAIT_SIZE, pastel_for("portrait\x00" + name))
+    draw_face(image, (0, 0, *PORTRAIT_SIZE), look_for(name))
+    return image
+
+
+def render_target(target: Target) -> Image.Image:
+    """Draw the picture a :class:`Target` stands for."""
+    if target.kind == "crop":
+        return render_input(target.name, target.faces).crop(face_boxes(target.faces)[target.index])
+    if target.kind == "picture":
+        return render_result(target.name, target.faces, target.swaps)
+    return render_portrait(target.name)
+
+
+def render_result(name: str, faces: int, swaps: Swaps) -> Image.Image:
     """
-    Draw the result of swapping faces in the input image ``name``.
+    Draw the result of swapping faces in the group picture ``name``.
 
-    Each swapped face's whole box becomes a checkerboard whose colours come from a hash of
-    the target URL (the target is never downloaded); every other pixel equals the input.
+    The head of each swapped face's target is scaled onto the face's head region (an ellipse in
+    its box); every other pixel equals the input, so the swapped faces are the only ones that
+    look different.
     """
-    canvas = render_input(name, faces)
+    image = render_input(name, faces)
     boxes = face_boxes(faces)
     for index, target in swaps:
-        if 0 <= index < len(boxes):
-            box = boxes[index]
-            cell = max(2, min(box[2] - box[0], box[3] - box[1]) // 6)
-            canvas.checker(box, color_for(target, "tile-a"), color_for(target, "tile-b"), cell)
-    return canvas
+        if not 0 <= index < len(boxes):
+            continue
+        x0, y0, x1, y1 = head_ellipse(boxes[index])
+        source = render_target(target)
+        head = source.crop(head_ellipse((0, 0, *source.size))).resize(
+            (x1 - x0, y1 - y0), Image.Resampling.LANCZOS
+        )
+        image.paste(head, (x0, y0), ellipse_mask(head.size))
+    return image
+
+
+def to_png(image: Image.Image) -> bytes:
+    """Encode ``image`` as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode an image file (any format Pillow reads) to RGB pixels."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
 
 
 @functools.lru_cache(maxsize=256)
 def input_png(name: str, faces: int) -> bytes:
-    """Return the encoded input image (cached)."""
-    return render_input(name, faces).to_png()
+    """The encoded group picture (cached)."""
+    return to_png(render_input(name, faces))
+
+
+@functools.lru_cache(maxsize=256)
+def portrait_png(name: str) -> bytes:
+    """The encoded portrait (cached)."""
+    return to_png(render_portrait(name))
 
 
 @functools.lru_cache(maxsize=1024)
 def face_png(name: str, faces: int, index: int) -> bytes:
-    """Return the encoded crop of face ``index`` of the input image (cached)."""
-    return render_input(name, faces).crop(face_boxes(faces)[index]).to_png()
+    """The encoded crop of face ``index`` of a group picture (cached)."""
+    return to_png(render_target(Target("crop", name, faces, index)))
 
 
 @functools.lru_cache(maxsize=1024)
 def result_png(name: str, faces: int, swaps: Swaps) -> bytes:
-    """Return the encoded result image (cached)."""
-    return render_result(name, faces, swaps).to_png()
-
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-
-def encode_png(width: int, height: int, rgb: bytes, *, level: int = 6) -> bytes:
-    """
-    Encode raw 8-bit RGB pixels as a PNG (filter type 0 on every row).
-
-    :param width: Image width in pixels.
-    :param height: Image height in pixels.
-    :param rgb: ``width * height * 3`` bytes, row by row.
-    :param level: zlib compression level.
-    """
-    stride = width * 3
-    if len(rgb) != stride * height:
-        raise ValueError(f"expected {stride * height} bytes of RGB, got {len(rgb)}")
-    raw = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw, level))
-        + _chunk(b"IEND", b"")
-    )
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    return b if pb <= pc else c
-
-
-def _unfilter(kind: int, line: bytearray, prev: bytes | bytearray, bpp: int) -> None:
-    if kind == 0:
-        return
-    for i in range(len(line)):
-        left = line[i - bpp] if i >= bpp else 0
-        up = prev[i]
-        if kind == 1:
-            line[i] = (line[i] + left) & 0xFF
-        elif kind == 2:
-            line[i] = (line[i] + up) & 0xFF
-        elif kind == 3:
-            line[i] = (line[i] + ((left + up) >> 1)) & 0xFF
-        elif kind == 4:
-            upleft = prev[i - bpp] if i >= bpp else 0
-            line[i] = (line[i] + _paeth(left, up, upleft)) & 0xFF
-        else:
-            raise ValueError(f"unknown PNG filter type {kind}")
-
-
-def decode_png(data: bytes) -> tuple[int, int, bytes]:
-    """
-    Decode an 8-bit, non-interlaced gray, RGB or RGBA PNG.
-
-    :return: ``(width, height, rgb)`` where ``rgb`` holds ``width * height * 3`` bytes
-        (alpha is dropped, gray is expanded).
-    """
-    if not data.startswith(_PNG_SIGNATURE):
-        raise ValueError("not a PNG")
-    pos = len(_PNG_SIGNATURE)
-    header = b""
-    idat = bytearray()
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        tag = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if tag == b"IHDR":
-            header = body
-        elif tag == b"IDAT":
-            idat += body
-        elif tag == b"IEND":
-            break
-    if len(header) != 13:
-        raise ValueError("PNG without a valid IHDR chunk")
-    width, height, depth, color_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    if depth != 8 or color_type not in _CHANNELS or interlace:
-        raise ValueError(f"unsupported PNG: depth={depth} color_type={color_type} interlace={interlace}")
-    bpp = _CHANNELS[color_type]
-    stride = width * bpp
-    raw = zlib.decompress(bytes(idat))
-    if len(raw) != (stride + 1) * height:
-        raise ValueError("PNG image data has the wrong size")
-    prev: bytes | bytearray = bytes(stride)
-    rows = []
-    for y in range(height):
-        start = y * (stride + 1)
-        line = bytearray(raw[start + 1 : start + 1 + stride])
-        _unfilter(raw[start], line, prev, bpp)
-        rows.append(line)
-        prev = line
-    pixels = b"".join(rows)
-    if bpp == 3:
-        return width, height, pixels
-    out = bytearray(width * height * 3)
-    if bpp == 4:
-        for channel in range(3):
-            out[channel::3] = pixels[channel::4]
-    else:
-        for channel in range(3):
-            out[channel::3] = pixels
-    return width, height, bytes(out)
+    """The encoded result (cached)."""
+    return to_png(render_result(name, faces, swaps))
 
 
 def changed_faces(input_image: bytes, result_image: bytes, faces: int) -> list[int]:
@@ -288,30 +183,76 @@ def changed_faces(input_image: bytes, result_image: bytes, faces: int) -> list[i
 
     A person looks at the result to see which faces were swapped; a test asks this instead.
 
-    :param input_image: The input PNG.
-    :param result_image: The result PNG (same size).
+    :param input_image: The input image file (PNG).
+    :param result_image: The result image file (same size).
     :param faces: How many faces the input has.
     :raises ValueError: when the sizes differ, or a pixel outside every face region changed.
     """
-    width, height, before = decode_png(input_image)
-    result_width, result_height, after = decode_png(result_image)
-    if (width, height) != (result_width, result_height):
-        raise ValueError(f"sizes differ: {width}x{height} and {result_width}x{result_height}")
-    boxes = face_boxes(faces, width, height)
-    changed: set[int] = set()
-    row_bytes = width * 3
-    for y in range(height):
-        row = slice(y * row_bytes, (y + 1) * row_bytes)
-        if before[row] == after[row]:
-            continue
-        for x in range(width):
-            offset = y * row_bytes + x * 3
-            if before[offset : offset + 3] == after[offset : offset + 3]:
-                continue
-            face = next(
-                (i for i, (x0, y0, x1, y1) in enumerate(boxes) if x0 <= x < x1 and y0 <= y < y1), None
-            )
-            if face is None:
-                raise ValueError(f"pixel ({x}, {y}) changed outside every face region")
-            changed.add(face)
-    return sorted(changed)
+    before, after = open_rgb(input_image), open_rgb(result_image)
+    if before.size != after.size:
+        raise ValueError(f"sizes differ: {before.size} and {after.size}")
+    red, green, blue = ImageChops.difference(before, after).split()
+    changed = ImageChops.lighter(ImageChops.lighter(red, green), blue)
+    boxes = face_boxes(faces, *before.size)
+    outside = changed.copy()
+    for box in boxes:
+        outside.paste(0, box)
+    bbox = outside.getbbox()
+    if bbox is not None:
+        y = bbox[1]
+        x = next(x for x, value in enumerate(outside.crop((0, y, outside.width, y + 1)).tobytes()) if value)
+        raise ValueError(f"pixel ({x}, {y}) changed outside every face region")
+    return [index for index, box in enumerate(boxes) if changed.crop(box).getbbox() is not None]
+
+
+@dataclass(frozen=True)
+class Media:
+    """
+    A file to serve: its type, its exact length, and its bytes in chunks.
+
+    ``chunks`` may be a generator: it is only consumed when the body is sent.
+    """
+
+    content_type: str
+    length: int
+    chunks: Iterable[bytes]
+
+    @classmethod
+    def of(cls, data: bytes, content_type: str = PNG) -> Media:
+        """A file already in memory."""
+        return cls(content_type, len(data), (data,))
+
+
+def large_png(png: bytes, total: int) -> Media:
+    """
+    ``png`` grown to exactly ``total`` bytes, produced chunk by chunk while it is sent.
+
+    Zero-filled private ancillary chunks (which decoders skip) go before ``IEND``, so the file
+    stays a valid PNG showing the same picture. Memory use does not depend on ``total``.
+
+    :raises ValueError: when ``total`` is below :data:`MIN_LARGE_RESULT`.
+    """
+    if total < MIN_LARGE_RESULT or len(png) + 12 > total:
+        raise ValueError(f"a large result must be at least {MIN_LARGE_RESULT} bytes, got {total}")
+    return Media(PNG, total, _padded(png, total))
+
+
+def _padded(png: bytes, total: int) -> Iterator[bytes]:
+    end = png[-12:]  # the IEND chunk, which Pillow always writes last
+    yield png[:-12]
+    padding = total - len(png)
+    count = -(-padding // (_MAX_PNG_CHUNK + 12))
+    remaining = padding - 12 * count
+    zeros = bytes(STREAM_CHUNK)
+    for _ in range(count):
+        size = min(remaining, _MAX_PNG_CHUNK)
+        remaining -= size
+        yield size.to_bytes(4, "big") + _PAD_TYPE
+        crc = zlib.crc32(_PAD_TYPE)
+        while size:
+            part = zeros[: min(size, STREAM_CHUNK)]
+            crc = zlib.crc32(part, crc)
+            size -= len(part)
+            yield part
+        yield crc.to_bytes(4, "big")
+    yield end

@@ -15,8 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from airflow_provider_crun.testing.emulator import urls
 from airflow_provider_crun.testing.emulator.faults import FaultRule
-from airflow_provider_crun.testing.emulator.state import key_fingerprint
+from airflow_provider_crun.testing.emulator.model import key_fingerprint
 
 URL_LINE_PREFIX = "CRUN_EMULATOR_URL="
 # The directory holding the airflow_provider_crun package, so the child imports the same code.
@@ -35,6 +36,10 @@ class EmulatorProcess:
     :param api_key: The API key the child accepts (passed through the environment, not argv).
     :param startup_timeout: Seconds to wait for the URL line.
     :param env: Extra environment variables for the child.
+    :param seed: Make the child's ids and probabilistic faults reproducible (``--seed``);
+        ``None`` (default) gives random ids.
+    :param large_result_bytes: Serve every task result as a PNG of exactly this many bytes,
+        streamed in chunks (``--large-result-bytes``).
     """
 
     def __init__(
@@ -45,9 +50,15 @@ class EmulatorProcess:
         api_key: str = "test-key",
         startup_timeout: float = 20.0,
         env: Mapping[str, str] | None = None,
+        seed: int | None = None,
+        large_result_bytes: int | None = None,
     ) -> None:
         self.port = port
         self.args = list(args)
+        if seed is not None:
+            self.args += ["--seed", str(seed)]
+        if large_result_bytes is not None:
+            self.args += ["--large-result-bytes", str(large_result_bytes)]
         self.api_key = api_key
         self.startup_timeout = startup_timeout
         self.extra_env = dict(env or {})
@@ -176,6 +187,18 @@ class EmulatorProcess:
     def set_faces(self, image_url: str, faces: int) -> None:
         """Make the child's detections of ``image_url`` find ``faces`` faces."""
         self._admin("POST", "faces", {"image_url": image_url, "faces": faces})
+
+    def set_large_result_bytes(self, size: int | None) -> None:
+        """Serve the results of tasks created from now on as ``size``-byte PNGs (``None``: plain)."""
+        self._admin("POST", "options", {"large_result_bytes": size})
+
+    def input_image_url(self, name: str = "group", faces: int = 2) -> str:
+        """URL of a generated group picture with ``faces`` faces, served by the child."""
+        return self.url + urls.input_path(name, faces)
+
+    def face_image_url(self, name: str) -> str:
+        """URL of a portrait (one drawn face, distinct per ``name``) to use as a swap target."""
+        return self.url + urls.portrait_path(name)
 
     def connection_uri(self) -> str:
         """A JSON Airflow connection for ``AIRFLOW_CONN_CRUN_DEFAULT``."""
