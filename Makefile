@@ -3,9 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+RELEASE_INSTALLED := $(VENV)/.installed-release
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint unit test-e2e bench clean
+.PHONY: demo test lint unit test-e2e test-matrix dist docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy airflow_provider_crun
+	$(BIN)/mypy --strict airflow_provider_crun/protocol
 
 ## unit: the fast tests only
 unit: $(INSTALLED)
@@ -36,6 +38,29 @@ unit: $(INSTALLED)
 test-e2e: $(INSTALLED)
 	$(BIN)/pytest -m e2e
 
+## test-matrix: unit + integration tests on Airflow 3.1.8/3.2.2/3.3.2 (Python 3.11) and 3.3.2 on every
+## Python 3.12/3.13 found, each in a fresh venv under .matrix/ (MATRIX_CELLS selects cells)
+test-matrix:
+	$(PYTHON) scripts/test_matrix.py
+
+$(RELEASE_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,emulator,release]"
+	touch $@
+
+## dist: build the wheel and sdist into dist/, twine-check them, smoke-install the wheel in a fresh venv
+dist: $(RELEASE_INSTALLED)
+	scripts/dist_smoke.sh $(BIN)/python
+
+DOCS_INSTALLED := $(VENV)/.installed-docs
+
+$(DOCS_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,emulator,docs]"
+	touch $@
+
+## docs: build the HTML documentation into docs/_build/html (any warning fails the build)
+docs: $(DOCS_INSTALLED)
+	$(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
+
 ## bench: install the peers and run the benchmarks (minutes; prints tables)
 bench: $(INSTALLED)
 	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,emulator,bench]"
@@ -44,4 +69,4 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/trigger_scale.py --triggers 200
 
 clean:
-	rm -rf $(VENV) .demo build *.egg-info
+	rm -rf $(VENV) .demo .matrix .e2e-results build dist docs/_build *.egg-info

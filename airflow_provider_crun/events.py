@@ -1,88 +1,96 @@
 """
-The payload a Crun trigger yields, and its validation on resume.
+The one event a Crun trigger yields, and its validation on resume.
 
-Events cross the metadata database between the triggerer and the worker, so the resume side
-trusts nothing: anything but an explicit ``success`` raises, including ``None`` and unknown
-statuses.
+Events cross the metadata database between the triggerer and a worker, so they carry only what
+the resume method needs: the job id, a small summary of the result, or the error's fields
+(``kind``, ``code``, ``permanent``...). The resume side rebuilds the very exception the
+blocking path raises for the same Crun answer, and trusts nothing: anything but a well-formed
+``success`` raises, ``None`` and unknown statuses included.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-from airflow_provider_crun.exceptions import CrunError, CrunJobFailedError
+from airflow_provider_crun.exceptions import CrunError, CrunUnclassifiedError, error_from_event
+from airflow_provider_crun.protocol import errors
+from airflow_provider_crun.protocol.jobs import JobKind
 
 EventStatus = Literal["success", "failed", "timeout", "error"]
 
 
 class CrunEvent(TypedDict, total=False):
     """
-    What :class:`~airflow_provider_crun.triggers.crun.CrunTaskTrigger` and
-    :class:`~airflow_provider_crun.triggers.crun.CrunFaceDetectionTrigger` yield.
+    The payload of a Crun trigger's event.
 
-    ``crun_task_id`` or ``detect_task_id`` names the job. ``data`` is Crun's ``data`` object of
-    the last poll (``None`` when there was none). ``resume_state`` is whatever the deferring
-    operator asked the trigger to carry back, because ``airflow dags test`` drops
+    The job's id is under its kind's ``id_key`` (``crun_task_id`` or ``detect_task_id``).
+    ``result`` is present on success, ``error`` (an error's fields) otherwise. ``resume_state``
+    is what the deferring operator asked to get back, because ``airflow dags test`` drops
     ``defer(kwargs=...)`` on resume.
     """
 
     status: EventStatus
-    crun_task_id: str
-    detect_task_id: str
-    data: dict[str, Any] | None
     message: str
+    result: dict[str, Any]
+    error: dict[str, Any]
     resume_state: dict[str, Any]
 
 
-class CrunTimeoutError(CrunError):
-    """The job did not finish before the deadline. Crun keeps running it; its id is in the message."""
-
-
-def make_event(
-    status: EventStatus,
-    *,
-    id_key: str,
-    job_id: str,
-    message: str,
-    data: dict[str, Any] | None = None,
-    resume_state: dict[str, Any] | None = None,
+def success_event(
+    kind: JobKind, job_id: str, result: dict[str, Any], resume_state: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Build an event payload: plain JSON, never a pickle."""
-    event: dict[str, Any] = {"status": status, id_key: job_id, "data": data, "message": message}
+    """The event of a job that succeeded, with its summary."""
+    event: dict[str, Any] = {
+        "status": "success",
+        kind.id_key: job_id,
+        "message": f"Crun {kind.label} {job_id} succeeded.",
+        "result": result,
+    }
     if resume_state:
         event["resume_state"] = resume_state
     return event
 
 
-def data_from_event(event: Any, *, id_key: str) -> dict[str, Any]:
-    """
-    Return the finished job's ``data`` from a success event, or raise.
+def failure_event(
+    kind: JobKind, job_id: str, error: errors.CrunProtocolError, resume_state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The event of a wait that ended without a result: the job failed, timed out, or a read failed."""
+    status: EventStatus = {"job_failed": "failed", "timeout": "timeout"}.get(error.kind, "error")  # type: ignore[assignment]
+    event: dict[str, Any] = {
+        "status": status,
+        kind.id_key: job_id,
+        "message": str(error),
+        "error": error.fields(),
+    }
+    if resume_state:
+        event["resume_state"] = resume_state
+    return event
 
-    :param event: The payload handed to the resume method.
-    :param id_key: ``crun_task_id`` or ``detect_task_id``.
-    :raises CrunJobFailedError: the job failed (no retry: it would fail again the same way).
-    :raises CrunTimeoutError: the deadline passed.
-    :raises CrunError: an API error, a missing event or an unknown status.
+
+def result_from_event(event: Any, kind: JobKind) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """
+    Read a success event.
+
+    :returns: ``(job_id, result, resume_state)``.
+    :raises CrunError: the class the blocking path raises for the same outcome, rebuilt from the
+        event's ``error``; a retryable :class:`~airflow_provider_crun.exceptions.CrunError` for a
+        missing or malformed event (a retry reattaches, so it never pays twice).
     """
     if not isinstance(event, dict):
-        raise CrunError(f"Crun trigger returned no usable event: {event!r}")
+        raise CrunUnclassifiedError(f"Crun trigger returned no usable event: {event!r}")
+    job_id = event.get(kind.id_key)
+    if not isinstance(job_id, str) or not job_id:
+        raise CrunUnclassifiedError(f"Crun trigger event without a {kind.id_key}: {event!r}")
     status = event.get("status")
-    job_id = str(event.get(id_key, "<unknown>"))
-    message = str(event.get("message") or "no message")
     if status == "success":
-        data = event.get("data")
-        if not isinstance(data, dict):
-            raise CrunError(f"Crun {id_key} {job_id}: success event without data.")
-        return data
-    outcome = {"failed": "failed", "timeout": "timed out"}.get(str(status), f"ended with status {status!r}")
-    # The triggers' messages already name the job; repeating the id would only add noise.
-    described = (
-        f"{message} (status: {status})"
-        if job_id in message
-        else f"Crun {id_key} {job_id} {outcome}: {message}"
-    )
-    if status == "failed":
-        raise CrunJobFailedError(described, job_id=job_id)
-    if status == "timeout":
-        raise CrunTimeoutError(described)
-    raise CrunError(described)
+        result, state = event.get("result"), event.get("resume_state") or {}
+        if not isinstance(result, dict) or not isinstance(state, dict):
+            raise CrunUnclassifiedError(f"Crun {kind.label} {job_id}: success event without a result.")
+        return job_id, result, state
+    if status in ("failed", "timeout", "error") and isinstance(event.get("error"), dict):
+        raise error_from_event(event["error"])
+    message = str(event.get("message") or "no message")
+    raise CrunUnclassifiedError(f"Crun {kind.label} {job_id} ended with status {status!r}: {message}")
+
+
+__all__ = ["CrunError", "CrunEvent", "EventStatus", "failure_event", "result_from_event", "success_event"]

@@ -48,8 +48,35 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "description": "Retries of a transient failure (429, 455, 5xx on reads).",
+                        "description": (
+                            "Blocking calls: retries of a transient failure (429, 455, 5xx on reads). "
+                            "Deferred waits: failed polls in a row before the trigger gives up."
+                        ),
                         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
+                    },
+                    "proxy": {
+                        "label": "Proxy URL",
+                        "description": (
+                            "An http(s) proxy for calls to Crun. Empty: HTTPS_PROXY, HTTP_PROXY and "
+                            "NO_PROXY decide, in workers and triggerer alike."
+                        ),
+                        "schema": {"type": ["string", "null"], "default": None},
+                    },
+                    "min_balance": {
+                        "label": "Minimum balance (credits)",
+                        "description": (
+                            "Before creating a Crun job (never before reattaching to one), fail without "
+                            "a retry if the balance is below this. Empty: no check."
+                        ),
+                        "schema": {"type": ["number", "null"], "default": None, "minimum": 0},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle path",
+                        "description": (
+                            "A CA bundle file or folder, on every worker and triggerer, that both "
+                            "transports trust for Crun (e.g. behind a TLS-inspecting proxy)."
+                        ),
+                        "schema": {"type": ["string", "null"], "default": None},
                     },
                 },
                 "ui-field-behaviour": {

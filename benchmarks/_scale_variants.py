@@ -212,8 +212,9 @@ def trigger_factory(variant: str, poll_interval: float, timeout: float) -> Calla
     if variant == "ours":
         from airflow_provider_crun.triggers.crun import CrunTaskTrigger
 
+        deadline = time.time() + timeout
         return lambda task_id: CrunTaskTrigger(
-            crun_task_id=task_id, crun_conn_id=CRUN_CONN_ID, poll_interval=poll_interval, timeout=timeout
+            crun_task_id=task_id, crun_conn_id=CRUN_CONN_ID, poll_interval=poll_interval, deadline=deadline
         )
     if variant not in VARIANTS + EXTRA_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS + EXTRA_VARIANTS)}")

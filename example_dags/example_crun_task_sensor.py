@@ -20,18 +20,30 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["example", "crun"],
+    doc_md=__doc__ + "\nNeeds: a `crun` connection named `crun_default`.",
     params={
-        "image_url": Param(f"{EMULATOR}/media/input/portrait.png?faces=1", type="string"),
-        "new_face": Param(f"{EMULATOR}/media/input/new-face.png?faces=1", type="string"),
+        "image_url": Param(
+            f"{EMULATOR}/media/input/portrait.png?faces=1",
+            type="string",
+            description="A portrait with one face.",
+        ),
+        "new_face": Param(
+            f"{EMULATOR}/media/input/new-face.png?faces=1",
+            type="string",
+            description="The image of the face to put in.",
+        ),
     },
 ) as dag:
+    # [START howto_operator_crun_create_task]
     submit = CrunCreateTaskOperator(
         task_id="submit_swap",
         model="image-face-swap",
         input={"image_url": "{{ params.image_url }}", "new_face": "{{ params.new_face }}"},
         wait_for_completion=False,
     )
+    # [END howto_operator_crun_create_task]
 
+    # [START howto_sensor_crun_task]
     wait = CrunTaskSensor(
         task_id="wait_for_swap",
         crun_task_id="{{ ti.xcom_pull(task_ids='submit_swap')['crun_task_id'] }}",
@@ -39,5 +51,6 @@ with DAG(
         poke_interval=1,
         timeout=600,
     )
+    # [END howto_sensor_crun_task]
 
     submit >> wait

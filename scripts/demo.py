@@ -3,8 +3,9 @@
 
 Starts the Crun emulator on loopback, prepares a throwaway AIRFLOW_HOME on SQLite, runs
 ``airflow dags test example_crun_multi_face_swap`` and prints the detected faces, the swap task
-id, the result URL and the downloaded image's path. It then checks that the image differs from
-the input in exactly the swapped faces' regions. Exits non-zero if anything failed; the
+id, where the result image was stored (``output_path``, under ``.demo/results/``) and the asset
+event announcing it. It then checks that the stored image differs from the input in exactly the
+swapped face's region. Exits non-zero if anything failed; the
 emulator is stopped in every case.
 """
 
@@ -74,6 +75,16 @@ def read_xcom(home: Path, task_id: str) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+def read_asset_event(home: Path) -> str:
+    """The newest asset event, as the scheduler would see it: the asset and the event's extra."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        row = db.execute(
+            "SELECT asset.name, asset_event.extra FROM asset_event "
+            "JOIN asset ON asset.id = asset_event.asset_id ORDER BY asset_event.timestamp DESC LIMIT 1"
+        ).fetchone()
+    return "none" if row is None else f"{row[0]} {row[1]}"
+
+
 def main() -> int:
     started = time.monotonic()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -88,24 +99,25 @@ def main() -> int:
         step(f"Emulator at {emu.url}; preparing a throwaway Airflow home on SQLite ({home})")
         run_airflow(["db", "migrate"], env, log)
         step(f"Running `airflow dags test {DAG_ID}` (deferrable operators, triggers run inline)")
-        conf = {"output_dir": str(results)}
+        conf = {"output_path": results.as_uri() + "/"}
         run_airflow(["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, log)
 
-        detection, swap, summary = (
-            read_xcom(home, task) for task in ("detect_faces", "swap_faces", "fetch_result")
-        )
+        detection, swap = (read_xcom(home, task) for task in ("detect_faces", "swap_faces"))
+        (stored_uri,) = swap["stored_paths"]
+        stored_file = Path(stored_uri.removeprefix("file://"))
         print()
         print(f"Detected faces in {detection['image_url']}:")
         for face in detection["faces"]:
             print(f"  face {face['id']}: {face['link']}")
         print(f"detect_id:        {detection['detect_id']} (valid until {detection['expires_at']})")
         print(f"Swap task id:     {swap['crun_task_id']} ({swap['status']}, {swap.get('credits')} credits)")
-        print(f"Result URL:       {summary['result_url']}")
-        print(f"Result image:     {summary['result_path']}")
+        print(f"Result URL:       {swap['media_urls'][0]}")
+        print(f"Stored at:        {stored_file} ({stored_file.stat().st_size} bytes)")
+        print(f"Asset event:      {read_asset_event(home)}")
 
         with urllib.request.urlopen(detection["image_url"], timeout=10) as response:
             input_png = response.read()
-        changed = changed_faces(input_png, Path(summary["result_path"]).read_bytes(), FACE_COUNT)
+        changed = changed_faces(input_png, stored_file.read_bytes(), FACE_COUNT)
         print(f"Changed regions:  faces {changed} (asked to swap face {SWAPPED_FACE}; the rest kept)")
         state = emu.state()
         print(f"Emulator saw:     {json.dumps(state.get('counts', {}), sort_keys=True)}")

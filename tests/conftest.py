@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,6 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(EXAMPLE_DAGS))
 
 TEST_API_KEY = "crun-test-key-5ecr3t-7f3a9b"
 TEST_BASE = "http://127.0.0.1:8089"
-TEST_API = f"{TEST_BASE}/api/v1"
 
 
 def crun_connection_json(host: str = TEST_BASE, api_key: str | None = TEST_API_KEY, **extra: object) -> str:
@@ -40,15 +40,24 @@ def crun_conn(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def retry_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the hook's retry waits instead of sleeping through them."""
-    from airflow_provider_crun.hooks.crun import CrunHook
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the sync transport's retry waits instead of sleeping through them."""
+    from airflow_provider_crun.hooks import _clock
 
     waits: list[float] = []
-
-    async def fake_async_sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    monkeypatch.setattr(CrunHook, "_sleep", staticmethod(waits.append))
-    monkeypatch.setattr(CrunHook, "_async_sleep", staticmethod(fake_async_sleep))
+    monkeypatch.setattr(_clock.SystemClock, "sleep", lambda self, seconds: waits.append(seconds))
     return waits
+
+
+@pytest.fixture
+async def scripted_crun(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[object]:
+    """A running loopback :class:`~tests.support.scripted_server.ScriptedServer`; ``crun_default`` points at it."""
+    from tests.support.scripted_server import ScriptedServer
+
+    server = ScriptedServer()
+    await server.start()
+    monkeypatch.setenv("AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(host=server.url, timeout=5, max_retries=2))
+    try:
+        yield server
+    finally:
+        await server.stop()

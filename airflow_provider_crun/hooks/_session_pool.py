@@ -5,24 +5,66 @@ A triggerer runs hundreds of triggers on one event loop. A session per call open
 TLS) connection per poll; one shared session keeps a small pool of keep-alive connections
 instead. Callers take a *lease*: the session lives while at least one lease is held and is
 closed when the last one is released, so nothing is left unclosed when a loop ends.
+
+Also here: :func:`proxy_for`, the one proxy rule both transports follow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from airflow_provider_crun.protocol import USER_AGENT
+from airflow_provider_crun.protocol.calls import USER_AGENT
 
 # aiohttp's default; enough for a thousand pollers at a few seconds' interval.
 CONNECTION_LIMIT = 100
 # Longer than a typical poll interval, so an idle poller finds its connection still open.
 KEEPALIVE_SECONDS = 60.0
+
+
+def proxy_for(url: str, explicit: str | None) -> str | None:
+    """
+    The proxy a Crun call to ``url`` goes through, or ``None`` for a direct connection.
+
+    One rule for both transports; each passes the answer explicitly:
+
+    1. An explicit proxy (the connection's ``proxy`` extra) wins over the environment, and
+       ``NO_PROXY`` does not apply to it: what ``requests`` does with its own ``proxies=``.
+    2. Otherwise the environment's proxy for the URL's scheme (``HTTPS_PROXY`` for ``https://``,
+       ``HTTP_PROXY`` for ``http://``; lower-case names first), unless ``NO_PROXY`` names the
+       host: :func:`urllib.request.proxy_bypass` on the bare host name, so an exact name, a
+       domain suffix (``crun.ai`` or ``.crun.ai``) or ``*``. Not a CIDR range, and a
+       ``host:port`` entry does not match. ``ALL_PROXY`` is not read.
+
+    Rule 2 is exactly the lookup an aiohttp session with ``trust_env=True`` makes by itself;
+    ``requests`` alone would also honour CIDR ranges and ``ALL_PROXY``. Both transports run with
+    ``trust_env`` off and pass this answer instead.
+
+    The API key travels only in the request. To an ``https://`` URL (Crun itself; the settings
+    allow plain ``http://`` for loopback hosts only) it goes inside the TLS tunnel opened with
+    ``CONNECT``: a proxy sees the target host and port, never the key. A plain-http loopback URL
+    (the emulator) that a proxy applies to is forwarded to it in clear, key included.
+
+    :param url: The full request URL.
+    :param explicit: The connection's ``proxy`` extra, if set.
+    """
+    if explicit:
+        return explicit
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return proxy
 
 
 @dataclass
@@ -41,6 +83,8 @@ def _new_session() -> aiohttp.ClientSession:
         limit=CONNECTION_LIMIT, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=300
     )
     # No default headers: the API key differs per connection and is sent per request.
+    # No trust_env: the transport passes proxy_for()'s answer explicitly, and trust_env would also
+    # send a ~/.netrc entry to Crun as Basic auth (reading the file on every request).
     return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=False)
 
 

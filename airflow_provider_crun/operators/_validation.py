@@ -13,12 +13,12 @@ import ast
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_crun.exceptions import CrunInputError
-from airflow_provider_crun.protocol import DetectedFace
+from airflow_provider_crun.protocol.swap import DetectedFace
 
 DETECTION_KEYS = ("detect_id", "image_url", "faces", "expires_at")
 FACES_FORMS = 'a list like [{"face_id": 0, "target": "https://..."}] or a mapping like {0: "https://..."}'
@@ -49,17 +49,20 @@ def require_http_url(field: str, value: Any) -> str:
     return value
 
 
-def require_positive(field: str, value: Any) -> float:
+def require_positive(field: str, value: Any, *, zero: bool = False) -> float:
     """
-    Return ``value`` as a float if it is a number above zero.
+    Return ``value`` as a float if it is a number above zero (or at least zero, with ``zero``).
 
     :param field: The argument's name, for the message.
     :raises CrunInputError: otherwise.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise CrunInputError(
-            f"{field}={value!r} must be a number of seconds greater than 0, e.g. {field}=10."
-        )
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value >= 0 if zero else value > 0)
+    ):
+        bound = "0 or more" if zero else "greater than 0"
+        raise CrunInputError(f"{field}={value!r} must be a number {bound}, e.g. {field}=10.")
     return float(value)
 
 
@@ -183,7 +186,7 @@ def _expiry(detection: Any, value: Any) -> datetime:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise _malformed(detection, f"expires_at {value!r} is not an ISO-8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_detection(detection: Any) -> Detection:
@@ -210,14 +213,13 @@ def parse_detection(detection: Any) -> Detection:
     )
 
 
-def check_detection_usable(detection: Detection, *, image_url: Any, detect_id: Any, now: datetime) -> None:
+def check_detection_matches(detection: Detection, *, image_url: Any, detect_id: Any) -> None:
     """
-    Refuse a swap that Crun would reject or run against the wrong picture.
+    Refuse a swap that Crun would run against another picture or another detection.
 
     :param image_url: The operator's ``image_url`` (``None`` means "the detected one").
     :param detect_id: The operator's ``detect_id`` (``None`` means "the detected one").
-    :param now: The current UTC time.
-    :raises CrunInputError: for another image, another detect_id, or an expired detection.
+    :raises CrunInputError: for another image or another detect_id.
     """
     if image_url is not None and image_url != detection.image_url:
         raise CrunInputError(
@@ -229,6 +231,15 @@ def check_detection_usable(detection: Detection, *, image_url: Any, detect_id: A
             f"detect_id={detect_id!r} differs from the detection's detect_id {detection.detect_id!r}. "
             "Leave detect_id out when you pass detection."
         )
+
+
+def check_detection_fresh(detection: Detection, *, now: datetime) -> None:
+    """
+    Refuse to create a swap on a detection past its hour. Only creating needs this check: a
+    retry that reattaches to a swap created in time keeps it, however old the detection is.
+
+    :raises CrunInputError: naming the expiry and the fix.
+    """
     if now >= detection.expires_at:
         raise CrunInputError(
             f"The detection {detection.detect_id!r} expired at {detection.expires_at.isoformat()} "

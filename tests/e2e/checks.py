@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-from airflow_provider_crun.testing.emulator import changed_faces, render_input
+from airflow_provider_crun.testing.emulator import EmulatorProcess, changed_faces, input_png
 from tests.e2e.harness import AirflowApi
 from tests.e2e.scenarios import REJECTION_KINDS
+
+#: The tasks of every swap DAG of the suite, and of the multi-face-swap example.
+SWAP_FLOW = ("detect_faces", "swap_faces", "report")
+#: The keys of a task operator's XCom (``CrunTaskResult``).
+TASK_RESULT_KEYS = frozenset(
+    {"crun_task_id", "model", "status", "media_urls", "credits", "duration_s", "stored_paths"}
+)
+#: The keys of a ``CrunTaskSensor``'s XCom.
+TASK_SENSOR_KEYS = frozenset({"crun_task_id", "status", "media_urls", "credits", "duration_s"})
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def output_folder(path: Path) -> str:
+    """The ``output_path`` of a run that stores into the local folder ``path``."""
+    return path.as_uri() + "/"
+
+
+def stored_uri(folder: Path, crun_task_id: str, index: int = 0, ext: str = "png") -> str:
+    """The URI the operator stores result ``index`` of ``crun_task_id`` under, in ``folder``."""
+    return f"{output_folder(folder)}{crun_task_id}_{index}.{ext}"
+
+
+def local_file(uri: str) -> Path:
+    """The local path of a ``file://`` URI the operator returned."""
+    parts = urlsplit(uri)
+    assert parts.scheme == "file", f"not a local file URI: {uri!r}"
+    return Path(parts.path)
+
+
+def sent_task_input(emulator: EmulatorProcess, crun_task_id: str) -> dict[str, Any]:
+    """
+    The ``input`` Crun got for a task, as the emulator's ``TaskInfo`` answers it (``param.input``).
+
+    The emulator's ``state()`` does not expose what a task was created with, and the operator's
+    XCom no longer carries Crun's raw data, so this asks the emulator's API with the suite's key.
+    That is one more ``TaskInfo`` request: read the counters first.
+    """
+    request = urllib.request.Request(
+        f"{emulator.api_url}/client/job/TaskInfo?task_id={quote(crun_task_id)}",
+        headers={"x-api-key": emulator.api_key},
+    )
+    with _OPENER.open(request, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["code"] == 200, body
+    return dict(body["data"]["param"]["input"])
 
 
 def by_task(task_instances: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -82,11 +130,9 @@ def faults_injected(state: Mapping[str, Any]) -> int:
     return sum(int(count) for count in state.get("faults_fired", {}).values())
 
 
-def swapped_faces(result_path: str | Path, image_name: str, face_count: int) -> list[int]:
-    """Face ids whose region differs between the emulator's input image and the downloaded result."""
-    return changed_faces(
-        render_input(image_name, face_count).to_png(), Path(result_path).read_bytes(), face_count
-    )
+def swapped_faces(result_uri: str, image_name: str, face_count: int) -> list[int]:
+    """Face ids whose region differs between the emulator's input image and the stored result."""
+    return changed_faces(input_png(image_name, face_count), local_file(result_uri).read_bytes(), face_count)
 
 
 def log_of(

@@ -2,13 +2,15 @@
 Fixtures of the end-to-end suite: the emulators, a real Airflow 3, and the figures.
 
 One Airflow deployment serves every end-to-end test; it starts on first use, so ``pytest -m "not
-e2e"`` never pays for it. Scenario figures go to ``tests/e2e/last_results.json`` and are printed
-at the end of the session.
+e2e"`` never pays for it. Scenario figures are printed at the end of the session and written to
+``.e2e-results/last_results.json`` at the repository root (not tracked), or to the path in the
+``CRUN_E2E_RESULTS`` environment variable.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,13 +34,20 @@ from tests.e2e.harness import AirflowDeployment, exit_on_sigterm
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-RESULTS_FILE = HERE / "last_results.json"
+RESULTS_ENV = "CRUN_E2E_RESULTS"
+DEFAULT_RESULTS_FILE = REPO / ".e2e-results" / "last_results.json"
 MANIFEST_NAME = "e2e_dags.json"
-# Test modules that must see every other scenario's leftovers: they run last.
+# The secret audit makes its own activity, and also audits what the other scenarios left: last.
 RUN_LAST = ("test_secret_audit.py",)
 
 _RESULTS: dict[str, Any] = {}
 _SESSION: dict[str, float] = {}
+
+
+def results_file() -> Path:
+    """Where the figures go: ``$CRUN_E2E_RESULTS``, else ``.e2e-results/last_results.json``."""
+    configured = os.environ.get(RESULTS_ENV, "").strip()
+    return Path(configured).expanduser() if configured else DEFAULT_RESULTS_FILE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -150,12 +160,40 @@ class E2E:
     def emulator(self, conn_id: str) -> EmulatorProcess:
         return self.emulators[conn_id]
 
+    @contextlib.contextmanager
+    def emulator_with(self, conn_id: str, *extra_args: str) -> Iterator[EmulatorProcess]:
+        """
+        Run the emulator behind ``conn_id`` with ``extra_args`` for a while, on the same port.
+
+        The connections are environment variables of the Airflow components, fixed at start, and
+        the emulator cannot change its task delays live; so the process is replaced by one with
+        the extra arguments, and by one like the original afterwards (fresh state, same seed).
+        Nothing else may use the backend meanwhile.
+        """
+        backend = next(backend for backend in scenarios.BACKENDS if backend.conn_id == conn_id)
+        original = self.emulators[conn_id]
+        port = urlsplit(original.url).port
+        assert port is not None, original.url
+
+        def replace(args: tuple[str, ...], seed: int | None) -> EmulatorProcess:
+            self.emulators[conn_id].stop()
+            process = EmulatorProcess(port=port, args=args, api_key=scenarios.API_KEY, seed=seed)
+            atexit.register(process.stop)
+            self.emulators[conn_id] = process.start()
+            return process
+
+        try:
+            # No seed: its ids must not repeat the ones the original handed out this session.
+            yield replace((*backend.args, *extra_args), None)
+        finally:
+            replace(backend.args, _SEEDS[conn_id])
+
     def media_url(self, conn_id: str, name: str, faces: int) -> str:
         """An input image URL on the emulator behind ``conn_id``."""
         return f"{self.emulators[conn_id].url}/media/input/{name}.png?faces={faces}"
 
     def record(self, scenario: str, **figures: Any) -> None:
-        """Keep one scenario's figures for ``last_results.json``."""
+        """Keep one scenario's figures for the results file."""
         self.results.setdefault("scenarios", {})[scenario] = figures
 
 
@@ -165,14 +203,20 @@ def _connection(url: str, backend: scenarios.Backend) -> str:
     )
 
 
+# A seed per emulator: task ids then differ between emulators, as they would on one Crun.
+_SEEDS = {backend.conn_id: seed for seed, backend in enumerate(scenarios.BACKENDS, start=1)}
+
+
 def _start_emulators(stack: ExitStack) -> dict[str, EmulatorProcess]:
-    # A seed per emulator: task ids then differ between emulators, as they would on one Crun.
     processes = {
-        backend.conn_id: EmulatorProcess(args=[*backend.args, "--seed", str(seed)], api_key=scenarios.API_KEY)
-        for seed, backend in enumerate(scenarios.BACKENDS, start=1)
+        backend.conn_id: EmulatorProcess(
+            args=backend.args, api_key=scenarios.API_KEY, seed=_SEEDS[backend.conn_id]
+        )
+        for backend in scenarios.BACKENDS
     }
+    # The current process of each backend, also one that replaced the original (E2E.emulator_with).
+    stack.callback(lambda: [process.stop() for process in processes.values()])
     for process in processes.values():
-        stack.callback(process.stop)
         atexit.register(process.stop)  # backstop if the session dies before the stack unwinds
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda process: process.start(), processes.values()))
@@ -214,8 +258,6 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
             for name, text in airflow.component_logs().items():
                 print(f"----- {name} (tail) -----\n" + "\n".join(text.splitlines()[-40:]))
             raise
-        # The batch example's Crun tasks share this pool; deferred tasks do not hold a slot.
-        airflow.api.ensure_pool("crun_api", airflow.parallelism)
         sampler = TriggerSampler(airflow.db_path, airflow.fernet_key)
         sampler.start()
         stack.callback(sampler.stop)
@@ -248,7 +290,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "total_s": _SESSION.get("total_s", round(time.monotonic() - _SESSION["started"], 1)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    RESULTS_FILE.write_text(json.dumps(_RESULTS, indent=2, sort_keys=True, default=str) + "\n")
+    path = results_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_RESULTS, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -260,4 +304,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{name}: {json.dumps(figures, default=str)}")
     if "suite" in _RESULTS:
         terminalreporter.write_line(f"suite: {json.dumps(_RESULTS['suite'])}")
-    terminalreporter.write_line(f"(written to {RESULTS_FILE})")
+    terminalreporter.write_line(f"(written to {results_file()})")

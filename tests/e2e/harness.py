@@ -150,6 +150,21 @@ def process_tree_cpu(pid: int) -> float:
     return round(total, 1)
 
 
+def task_process(ti_id: str) -> psutil.Process | None:
+    """
+    The process running the task instance ``ti_id``, or ``None`` when there is none.
+
+    In Airflow 3 the LocalExecutor worker supervises a forked child that runs the task; the child
+    titles itself ``airflow worker -- <task instance id>``.
+    """
+    title = f"airflow worker -- {ti_id}"
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if cmdline.strip() == title:
+            return process
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # REST API client
 
@@ -181,13 +196,20 @@ class AirflowApi:
         """
         Send a request to ``/api/v2`` + ``path``; return the JSON body of an ``ok`` status.
 
-        A GET, or a request the caller calls ``idempotent``, is sent again after a 5xx: on SQLite a
-        busy moment surfaces as "database is locked", which the api-server answers with HTTP 500.
+        A GET, or a request the caller calls ``idempotent``, is sent again after a 5xx (on SQLite a
+        busy moment surfaces as "database is locked", which the api-server answers with HTTP 500)
+        or after a timeout or a broken connection (an api-server starved of CPU by a loaded machine).
         """
         kwargs.setdefault("timeout", 30)
         attempts = self.ATTEMPTS if method == "GET" or idempotent else 1
         for attempt in range(1, attempts + 1):
-            response = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+            try:
+                response = self.session.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
+            except (requests.Timeout, requests.ConnectionError):
+                if attempt == attempts:
+                    raise
+                time.sleep(attempt)
+                continue
             if response.status_code < 500 or attempt == attempts:
                 break
             time.sleep(attempt)
@@ -215,15 +237,6 @@ class AirflowApi:
     def import_errors(self) -> list[dict[str, Any]]:
         return list(self.get("/importErrors", limit=self.PAGE)["import_errors"])
 
-    def ensure_pool(self, name: str, slots: int) -> None:
-        """Create the pool, or resize it when it exists."""
-        body = {"name": name, "slots": slots, "description": "e2e", "include_deferred": False}
-        response = self.session.post(f"{self.base_url}/api/v2/pools", json=body, timeout=10)
-        if response.status_code == 409:
-            self.request("PATCH", f"/pools/{name}", json=body)
-        elif response.status_code not in (200, 201):
-            raise AssertionError(f"creating pool {name}: HTTP {response.status_code} {response.text}")
-
     # -- runs -----------------------------------------------------------------------------------
 
     def trigger(
@@ -242,6 +255,11 @@ class AirflowApi:
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """The runs of ``dag_id`` matching ``filters`` (e.g. ``run_type="asset_triggered"``), oldest first."""
+        page = self.get(f"/dags/{dag_id}/dagRuns", limit=self.PAGE, order_by="id", **filters)
+        return list(page["dag_runs"])
 
     def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float) -> dict[str, Any]:
         """Poll the run until it succeeds or fails; return it."""
@@ -308,18 +326,38 @@ class AirflowApi:
                 return json.loads(value)
         return value
 
+    def set_xcom(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        value: Any,
+        map_index: int = -1,
+        key: str = "return_value",
+    ) -> Any:
+        """Replace an existing XCom's value (``PATCH .../xcomEntries/{key}``); return the stored entry."""
+        return self.request(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            idempotent=True,
+            json={"value": value, "map_index": map_index},
+        )
+
     def event_logs(self, **filters: Any) -> list[dict[str, Any]]:
         """Audit log entries (``/eventLogs``) matching ``filters``, e.g. ``event="state mismatch"``."""
         return list(self.get("/eventLogs", limit=self.PAGE, **filters)["event_logs"])
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
-        """The log of one try, as text (one line per structured log record)."""
-        response = self.session.get(
-            f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"map_index": map_index, "full_content": True},
-            headers={"Accept": "application/json"},
-            timeout=30,
-        )
+        """The log of one try, as text (one line per structured log record), or why there is none."""
+        try:
+            response = self.session.get(
+                f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                params={"map_index": map_index, "full_content": True},
+                headers={"Accept": "application/json"},
+                timeout=30,
+            )
+        except (requests.Timeout, requests.ConnectionError):
+            return "<log unavailable: the api-server did not answer>"
         if response.status_code != 200:
             return f"<log unavailable: HTTP {response.status_code} {response.text[:300]}>"
         content = response.json().get("content")
@@ -459,7 +497,10 @@ class AirflowDeployment:
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                # Must stay on: with it off, Airflow 3.3.2 creates no asset-triggered run either
+                # (apache/airflow#62929). Every DAG here but the asset-scheduled
+                # example_crun_use_swapped_image has schedule=None, so nothing else starts by itself.
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
                 "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
                 # A task supervisor may linger this long after its task deferred. Meanwhile the trigger

@@ -44,10 +44,11 @@ class Backend:
 @dataclass(frozen=True)
 class SwapDag:
     """
-    A DAG of ``tests/e2e/dags/e2e_crun_swap_dags.py``: detect -> swap -> fetch_result.
+    A DAG of ``tests/e2e/dags/e2e_crun_swap_dags.py``: detect -> swap (stores the result) -> report.
 
-    :param swap_input: ``detection`` (the detect task's XCom) or ``detect_id`` (templated
-        ``detect_id`` and ``image_url``, so a mismatch reaches Crun).
+    :param swap_input: ``detection`` (the detect task's XCom), ``detect_id`` (templated
+        ``detect_id`` and ``image_url``, so a mismatch reaches Crun) or ``expired_detection``
+        (the detect task's XCom with ``expires_at`` replaced by ``params.expires_at``).
     """
 
     dag_id: str
@@ -81,6 +82,34 @@ BLOCKING_HAPPY = SwapDag("e2e_crun_multi_face_swap_blocking", DEFAULT.conn_id, d
 RESTART_DAG = SwapDag("e2e_crun_triggerer_restart", RESTART.conn_id, deferrable=True)
 # retries=1 with a short delay: the crashed try is retried at once, and the retry must reattach.
 CRASH_DAG = SwapDag("e2e_crun_worker_crash", CRASH.conn_id, deferrable=False, retries=1, retry_delay=2)
+
+# Durability (issue 14). A worker crash whose retry starts after the detection looks expired: the
+# retry_delay leaves time to age the detection's XCom between the kill and the retry.
+EXPIRED_RETRY = Backend("crun_expired_retry", args=("--task-delays", "4,16"))
+EXPIRED_RETRY_DAG = SwapDag(
+    "e2e_crun_retry_after_detection_expiry",
+    EXPIRED_RETRY.conn_id,
+    deferrable=False,
+    retries=1,
+    retry_delay=10,
+)
+# A fresh try given an expired detection: refused before any request.
+EXPIRED_FRESH = Backend("crun_expired_fresh")
+EXPIRED_FRESH_DAG = SwapDag(
+    "e2e_crun_fresh_try_expired_detection",
+    EXPIRED_FRESH.conn_id,
+    deferrable=False,
+    swap_input="expired_detection",
+)
+# A permanent error answered to a trigger's poll: the swap stays deferred long enough to set it live.
+TRIGGER_422 = Backend("crun_trigger_422", args=("--task-delays", "3,40"))
+TRIGGER_422_DAG = SwapDag("e2e_crun_trigger_poll_422", TRIGGER_422.conn_id, deferrable=True, retries=2)
+
+# The secret audit's own activity: a deferrable run that succeeds, and one sending the wrong key.
+AUDIT = Backend("crun_audit", args=("--task-delays", "1,2"))
+AUDIT_WRONG_KEY = Backend("crun_audit_wrong_key", conn_key=WRONG_KEY)
+AUDIT_DAG = SwapDag("e2e_crun_audit_happy", AUDIT.conn_id, deferrable=True)
+AUDIT_WRONG_KEY_DAG = SwapDag("e2e_crun_audit_wrong_key", AUDIT_WRONG_KEY.conn_id, deferrable=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +332,31 @@ FAULT_CASES: tuple[FaultCase, ...] = (
     ),
 )
 
-BACKENDS: tuple[Backend, ...] = (DEFAULT, RESTART, CRASH, *(case.backend for case in FAULT_CASES))
-SWAP_DAGS: tuple[SwapDag, ...] = (BLOCKING_HAPPY, RESTART_DAG, CRASH_DAG, *(case.dag for case in FAULT_CASES))
-EXAMPLE_DAGS = ("example_crun_multi_face_swap", "example_crun_batch_face_swap", "example_crun_task_sensor")
+BACKENDS: tuple[Backend, ...] = (
+    DEFAULT,
+    RESTART,
+    CRASH,
+    EXPIRED_RETRY,
+    EXPIRED_FRESH,
+    TRIGGER_422,
+    AUDIT,
+    AUDIT_WRONG_KEY,
+    *(case.backend for case in FAULT_CASES),
+)
+SWAP_DAGS: tuple[SwapDag, ...] = (
+    BLOCKING_HAPPY,
+    RESTART_DAG,
+    CRASH_DAG,
+    EXPIRED_RETRY_DAG,
+    EXPIRED_FRESH_DAG,
+    TRIGGER_422_DAG,
+    AUDIT_DAG,
+    AUDIT_WRONG_KEY_DAG,
+    *(case.dag for case in FAULT_CASES),
+)
+EXAMPLE_DAGS = (
+    "example_crun_multi_face_swap",
+    "example_crun_use_swapped_image",
+    "example_crun_batch_face_swap",
+    "example_crun_task_sensor",
+)

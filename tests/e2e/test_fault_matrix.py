@@ -15,20 +15,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.checks import (
     AIRFLOW_DEFER_RACE_ISSUE,
+    SWAP_FLOW,
     accepted_creates,
     airflow_defer_races,
     all_success,
     by_task,
     faults_injected,
     fired,
+    local_file,
     log_of,
+    output_folder,
     task_states,
     unexplained_retries,
 )
@@ -38,8 +40,7 @@ from tests.e2e.scenarios import FAULT_CASES, FaultCase
 pytestmark = pytest.mark.e2e
 
 MATRIX_TIMEOUT = 420
-TASKS = ("detect_faces", "swap_faces", "fetch_result")
-DOWNSTREAM = {"detect_faces": ("swap_faces", "fetch_result"), "swap_faces": ("fetch_result",)}
+DOWNSTREAM = {"detect_faces": ("swap_faces", "report"), "swap_faces": ("report",)}
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Outcome:
 @pytest.fixture(scope="module")
 def matrix(e2e: E2E, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
     """Start every case's run at once, wait for all, and collect what each one did."""
-    output_dir = tmp_path_factory.mktemp("fault-matrix")
+    output_root = tmp_path_factory.mktemp("fault-matrix")
     started = time.monotonic()
     runs: dict[str, tuple[str, str]] = {}
     for case in FAULT_CASES:
@@ -67,7 +68,7 @@ def matrix(e2e: E2E, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
         emulator.set_faults(case.faults)
         conf = {
             "image_url": e2e.media_url(case.backend.conn_id, f"fault-{case.slug}", 3),
-            "output_dir": str(Path(output_dir) / case.slug),
+            "output_path": output_folder(output_root / case.slug),
             **case.conf,
         }
         runs[case.id] = (case.dag.dag_id, e2e.api.trigger(case.dag.dag_id, conf))
@@ -92,6 +93,7 @@ def matrix(e2e: E2E, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
             "create_task_requests": outcome.emulator_state["counts"]["CreateTask"],
             "create_task_rejected": fired(outcome.emulator_state, "CreateTask", ("429", "455", "body_error")),
             "tasks_created": outcome.emulator_state["tasks_created"],
+            "detections_created": outcome.emulator_state["detections_created"],
         }
         for case_id, outcome in outcomes.items()
     }
@@ -125,11 +127,12 @@ def test_fault_case(e2e: E2E, describe: Any, matrix: dict[str, Outcome], case: F
     if case.failed_task is None:
         assert outcome.run["state"] == "success", explain
         # Transient faults are absorbed inside the try: no task needed an Airflow retry.
-        assert task_states(outcome.task_instances) == all_success(TASKS), explain
+        assert task_states(outcome.task_instances) == all_success(SWAP_FLOW), explain
         assert not unexplained_retries(outcome.task_instances, outcome.airflow_races), explain
         swap = e2e.api.xcom(outcome.dag_id, outcome.run_id, "swap_faces")
         assert swap["status"] == "success"
         assert len(swap["media_urls"]) == 1
+        assert [local_file(path).is_file() for path in swap["stored_paths"]] == [True], swap
     else:
         if outcome.airflow_races.get((case.failed_task, -1)):
             pytest.xfail(f"Airflow's defer race ({AIRFLOW_DEFER_RACE_ISSUE}) retried {case.failed_task}")

@@ -1,4 +1,11 @@
-"""(a) The multi-face swap, deferrable (the example DAG) and blocking, on a real Airflow."""
+"""
+(a) The multi-face swap, deferrable (the example DAG) and blocking, on a real Airflow.
+
+The swap stores its result into the run's own folder; the stored file must differ from the input
+in the swapped face only. The example DAG's swap announces the stored file as an event of the
+``crun_face_swaps`` asset, and the scheduler then runs ``example_crun_use_swapped_image``, which
+reads the file back.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +17,33 @@ import pytest
 
 from tests.e2e import scenarios
 from tests.e2e.checks import (
+    SWAP_FLOW,
+    TASK_RESULT_KEYS,
+    TASK_SENSOR_KEYS,
     accepted_creates,
     airflow_defer_races,
     all_success,
     by_task,
+    local_file,
+    output_folder,
+    sent_task_input,
+    stored_uri,
     swapped_faces,
     task_states,
     unexplained_retries,
 )
 from tests.e2e.conftest import E2E
+from tests.e2e.harness import FINISHED_RUN_STATES, wait_until
 
 pytestmark = pytest.mark.e2e
 
 RUN_TIMEOUT = 180
-TASKS = ("detect_faces", "swap_faces", "fetch_result")
+# The scheduler creates the asset-triggered run within a loop or two of the event.
+ASSET_RUN_TIMEOUT = 120
 SWAPPED_FACE = 1
 FACE_COUNT = 3
+CONSUMER_DAG = "example_crun_use_swapped_image"
+SLOW_TASK = "4,4"  # seconds pending, running
 
 
 @pytest.mark.parametrize(
@@ -44,7 +62,7 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
     conf = {
         "image_url": e2e.media_url(scenarios.DEFAULT.conn_id, image_name, FACE_COUNT),
         "faces": {str(SWAPPED_FACE): e2e.media_url(scenarios.DEFAULT.conn_id, "new-face", 1)},
-        "output_dir": str(tmp_path),
+        "output_path": output_folder(tmp_path),
     }
     started = time.monotonic()
     run_id = e2e.api.trigger(dag_id, conf)
@@ -54,28 +72,30 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
     tis = e2e.api.task_instances(dag_id, run_id)
     assert run["state"] == "success", describe(dag_id, run_id)
     races = airflow_defer_races(e2e.api, dag_id, run_id)
-    assert task_states(tis) == all_success(TASKS), describe(dag_id, run_id)
+    assert task_states(tis) == all_success(SWAP_FLOW), describe(dag_id, run_id)
     assert not unexplained_retries(tis, races), describe(dag_id, run_id)
 
     detection = e2e.api.xcom(dag_id, run_id, "detect_faces")
     swap = e2e.api.xcom(dag_id, run_id, "swap_faces")
-    fetched = e2e.api.xcom(dag_id, run_id, "fetch_result")
+    reported = e2e.api.xcom(dag_id, run_id, "report")
     assert detection["image_url"] == conf["image_url"]
     assert [face["id"] for face in detection["faces"]] == [0, 1, 2]
     assert detection["detect_id"]
     assert detection["expires_at"]
+    # The task XCom is a summary: Crun's raw data stays out of the metadata DB.
+    assert set(swap) == TASK_RESULT_KEYS, swap
     assert swap["status"] == "success"
     assert swap["model"] == "image-face-swap-multi"
     assert swap["credits"] == 6
+    assert swap["duration_s"] > 0
     assert swap["media_urls"] == [f"{emulator.url}/media/results/{swap['crun_task_id']}.png"]
-    assert fetched["crun_task_id"] == swap["crun_task_id"]
-    assert fetched["result_url"] == swap["media_urls"][0]
+    stored = stored_uri(tmp_path, swap["crun_task_id"])
+    assert swap["stored_paths"] == [stored]
+    assert local_file(stored).is_file()
     # Only the requested face changed: the others were sent with their own detected crop.
-    assert swapped_faces(fetched["result_path"], image_name, FACE_COUNT) == [SWAPPED_FACE]
-    sent_faces = swap["data"]["param"]["input"]["faces"]
-    assert [face["face_id"] for face in sent_faces] == [0, 1, 2]
-    assert sent_faces[0]["target"] == detection["faces"][0]["link"]
-    assert sent_faces[SWAPPED_FACE]["target"] == conf["faces"]["1"]
+    assert swapped_faces(stored, image_name, FACE_COUNT) == [SWAPPED_FACE]
+    assert reported["crun_task_id"] == swap["crun_task_id"]
+    assert reported["stored_paths"] == [stored]
 
     state = emulator.state()
     counts = state["counts"]
@@ -85,8 +105,16 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
     assert state["detections_created"] == 1
     assert counts["TaskInfo"] >= 1
     assert counts["detect-face-result"] >= 1
-    assert counts["media"] == 1  # the result download
+    assert counts["media"] >= 1  # the result, streamed into the store
     assert emulator.balance() == balance - 1 - 6  # one detection, one task
+
+    # What Crun was asked for: every detected face, the untouched ones with their own crop.
+    sent = sent_task_input(emulator, swap["crun_task_id"])
+    assert sent["detect_id"] == detection["detect_id"]
+    assert sent["image_url"] == conf["image_url"]
+    assert [face["face_id"] for face in sent["faces"]] == [0, 1, 2]
+    assert sent["faces"][0]["target"] == detection["faces"][0]["link"]
+    assert sent["faces"][SWAPPED_FACE]["target"] == conf["faces"]["1"]
 
     # Deferrable mode waits in the triggerer: a trigger row watched this very Crun task.
     task_triggers = e2e.triggers.for_job(swap["crun_task_id"], scenarios.DEFAULT.conn_id)
@@ -96,6 +124,9 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
         ]
     else:
         assert task_triggers == []
+    figures: dict[str, Any] = {}
+    if dag_id == "example_crun_multi_face_swap":
+        figures = consumer_run_figures(e2e, stored, swap["crun_task_id"])
     swap_ti = by_task(tis)["swap_faces"]
     e2e.record(
         f"happy_path_{'deferrable' if deferrable else 'blocking'}",
@@ -107,34 +138,101 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
         task_info_polls=counts["TaskInfo"],
         swap_duration_s=swap_ti["duration"],
         wall_s=wall,
+        **figures,
     )
 
 
+def consumer_run_figures(e2e: E2E, stored: str, crun_task_id: str) -> dict[str, Any]:
+    """
+    Wait for the asset-triggered run of the consumer DAG that read ``stored``; check it.
+
+    The run is found by what it read, so an event of another run (the other scenarios do not
+    use the example DAG, but a developer's run might) cannot stand in for this one.
+    """
+    found_at = time.monotonic()
+    checked: dict[str, Any] = {}
+
+    def consumer_run() -> dict[str, Any] | None:
+        for run in e2e.api.runs(CONSUMER_DAG, run_type="asset_triggered"):
+            if run["dag_run_id"] in checked or run["state"] not in FINISHED_RUN_STATES:
+                continue
+            images = read_images(e2e, run)
+            checked[run["dag_run_id"]] = images
+            if any(image.get("path") == stored for image in images):
+                return run
+        return None
+
+    try:
+        run = wait_until(
+            consumer_run, timeout=ASSET_RUN_TIMEOUT, what=f"a {CONSUMER_DAG} run reading {stored}"
+        )
+    except TimeoutError as error:
+        seen = e2e.api.runs(CONSUMER_DAG)
+        raise AssertionError(f"{error}; runs of {CONSUMER_DAG}: {seen}; XComs read: {checked}") from None
+    assert run["state"] == "success", e2e.airflow.describe_run(CONSUMER_DAG, run["dag_run_id"])
+    images = checked[run["dag_run_id"]]
+    assert images == [
+        {
+            "path": stored,
+            "crun_task_id": crun_task_id,
+            "png": True,
+            "size": local_file(stored).stat().st_size,
+        }
+    ]
+    return {
+        "asset_triggered_run": run["dag_run_id"],
+        "asset_run_found_s": round(time.monotonic() - found_at, 1),
+    }
+
+
+def read_images(e2e: E2E, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The consumer run's XCom (the images it opened), or ``[]`` when it has none."""
+    if run["state"] != "success":
+        return []
+    value = e2e.api.xcom(CONSUMER_DAG, run["dag_run_id"], "read_new_images")
+    return list(value or [])
+
+
 def test_task_sensor_example(e2e: E2E, describe: Any) -> None:
-    """The fire-and-forget example: CreateTask without waiting, then a deferrable CrunTaskSensor."""
+    """
+    The fire-and-forget example: CreateTask without waiting, then a deferrable CrunTaskSensor.
+
+    The sensor reads the task once before deferring, so the task must still be running by then:
+    for this test the emulator behind ``crun_default`` takes 8 s per task.
+    """
     dag_id = "example_crun_task_sensor"
-    emulator = e2e.emulator(scenarios.DEFAULT.conn_id)
-    emulator.reset()
     started = time.monotonic()
-    run_id = e2e.api.trigger(dag_id)
-    run = e2e.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    with e2e.emulator_with(scenarios.DEFAULT.conn_id, "--task-delays", SLOW_TASK) as emulator:
+        run_id = e2e.api.trigger(dag_id)
+        run = e2e.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+        state = emulator.state()
+        emulator_url = emulator.url
     assert run["state"] == "success", describe(dag_id, run_id)
     races = airflow_defer_races(e2e.api, dag_id, run_id)
     tis = e2e.api.task_instances(dag_id, run_id)
     assert task_states(tis) == all_success(("submit_swap", "wait_for_swap")), describe(dag_id, run_id)
     assert not unexplained_retries(tis, races), describe(dag_id, run_id)
     submitted = e2e.api.xcom(dag_id, run_id, "submit_swap")
-    assert submitted["status"] == "submitted"
-    assert submitted["model"] == "image-face-swap"
-    state = emulator.state()
+    assert submitted == {
+        "crun_task_id": submitted["crun_task_id"],
+        "model": "image-face-swap",
+        "status": "submitted",
+    }
+    sensed = e2e.api.xcom(dag_id, run_id, "wait_for_swap")
+    assert set(sensed) == TASK_SENSOR_KEYS, sensed
+    assert sensed["crun_task_id"] == submitted["crun_task_id"]
+    assert sensed["status"] == "success"
+    assert sensed["media_urls"] == [f"{emulator_url}/media/results/{submitted['crun_task_id']}.png"]
+    assert sensed["credits"] == 6
     assert state["counts"]["CreateTask"] == state["tasks_created"] == 1
-    assert e2e.triggers.for_job(submitted["crun_task_id"], scenarios.DEFAULT.conn_id), (
-        "the sensor did not defer"
-    )
+    assert [
+        row["classpath"] for row in e2e.triggers.for_job(submitted["crun_task_id"], scenarios.DEFAULT.conn_id)
+    ] == ["airflow_provider_crun.triggers.crun.CrunTaskTrigger"], "the sensor did not defer"
     e2e.record(
         "task_sensor_example",
         runs=1,
         create_task_requests=state["counts"]["CreateTask"],
         tasks_created=state["tasks_created"],
+        task_info_polls=state["counts"]["TaskInfo"],
         wall_s=round(time.monotonic() - started, 1),
     )

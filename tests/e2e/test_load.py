@@ -1,6 +1,9 @@
 """
 (f) Load: the batch example mapped over 200 images, with about 5 % transient faults injected.
 
+Every result is stored into the run's own folder; the example allows four detections and four
+swaps in flight at once (``max_active_tis_per_dag``, which counts deferred task instances too).
+
 Every fault is one the provider must absorb: 429/455 rejections on the creation calls (nothing
 is created, so re-sending is safe) and 500s, malformed bodies and dropped connections on the
 reads. Each rule draws from its own generator seeded by the emulator's ``--seed``.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,8 @@ from tests.e2e.checks import (
     airflow_defer_races,
     faults_injected,
     fired,
+    local_file,
+    output_folder,
     unexplained_retries,
 )
 from tests.e2e.conftest import E2E
@@ -30,7 +36,9 @@ pytestmark = pytest.mark.e2e
 
 DAG_ID = "example_crun_batch_face_swap"
 IMAGES = 200
-RUN_TIMEOUT = 900
+# Four detections, then four swaps, in flight at once (deferred ones count), and the swaps start
+# only once every detection is done: 2 x 50 rounds of a task process, a deferral and a resume.
+RUN_TIMEOUT = 2400
 FAULTS = (
     FaultRule("detect-face-image", "429", probability=0.03, retry_after=1),
     FaultRule("detect-face-image", "455", probability=0.02),
@@ -50,7 +58,7 @@ def emulator_cpu(e2e: E2E) -> float:
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 120)
-def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
+def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any, tmp_path: Path) -> None:
     emulator = e2e.emulator(scenarios.DEFAULT.conn_id)
     emulator.reset()
     emulator.set_faults(FAULTS)
@@ -59,6 +67,7 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
         "image_urls": [f"{base}/media/input/load-{n:03d}.png?faces=2" for n in range(IMAGES)],
         "new_face": f"{base}/media/input/new-face.png?faces=1",
         "face_id": 0,
+        "output_path": output_folder(tmp_path),
     }
     cpu_before = {**e2e.airflow.cpu_seconds(), "emulator": emulator_cpu(e2e)}
     started = time.monotonic()
@@ -81,8 +90,11 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
 
     summary = e2e.api.xcom(DAG_ID, run_id, "summarize")
     assert summary["swapped"] == IMAGES
-    assert len(set(summary["media_urls"])) == IMAGES
     assert summary["credits"] == 6 * IMAGES
+    stored = {local_file(path) for path in summary["stored_paths"]}
+    assert len(stored) == IMAGES
+    # Every image once, and no second copy of one (a try killed mid-write may leave a temp file).
+    assert stored == {path for path in tmp_path.iterdir() if path.suffix == ".png"}
 
     state = emulator.state()
     assert state["tasks_created"] == IMAGES

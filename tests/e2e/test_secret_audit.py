@@ -1,5 +1,10 @@
 """
-(e) Secret audit, after every other scenario: the API keys appear nowhere Airflow keeps data.
+(e) Secret audit: the API keys appear nowhere Airflow keeps data.
+
+The audit makes its own activity first, so it never depends on what other tests left: a
+deferrable swap run that succeeds (its trigger kwargs, logs and XComs), and a run whose
+connection sends the wrong key (Crun's 401 in a failed task's log). It runs last, so it also
+audits every other scenario's data.
 
 Searched: every task and trigger log file, every component log, every text value of every table
 of the metadata DB (Fernet tokens, such as trigger kwargs, decrypted first), the raw DB file
@@ -10,6 +15,7 @@ API, the rendered template fields and return-value XComs of every task instance 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
 from tests.e2e import scenarios
+from tests.e2e.checks import by_task, local_file, log_of, output_folder
 from tests.e2e.conftest import E2E
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +32,8 @@ pytestmark = pytest.mark.e2e
 FERNET_PREFIX = "gAAAAA"
 # The load run has hundreds of mapped task instances; their XComs are covered by the DB scan.
 REST_XCOM_SKIP = ("example_crun_batch_face_swap",)
+OWN_RUN_TIMEOUT = 180
+OWN_DAGS = (scenarios.AUDIT_DAG.dag_id, scenarios.AUDIT_WRONG_KEY_DAG.dag_id)
 
 
 def leaks(text: str) -> list[str]:
@@ -63,14 +72,52 @@ def db_values(db_path: Path, fernet: Fernet) -> Iterator[tuple[str, str]]:
         db.close()
 
 
-def test_api_key_never_stored_or_logged(e2e: E2E) -> None:
+def make_own_activity(e2e: E2E, describe: Any, output_root: Path) -> dict[str, Any]:
+    """
+    Run a deferrable swap that succeeds and a swap whose connection sends the wrong key; check
+    that each did what the audit needs (a trigger with the key's connection, Crun's 401).
+    """
+    started = time.monotonic()
+    happy, wrong = scenarios.AUDIT_DAG, scenarios.AUDIT_WRONG_KEY_DAG
+    runs: dict[str, tuple[str, str]] = {}
+    for dag in (happy, wrong):
+        e2e.emulator(dag.conn_id).reset(everything=True)
+        conf = {
+            "image_url": e2e.media_url(dag.conn_id, f"audit-{dag.conn_id}", 2),
+            "faces": {"1": e2e.media_url(dag.conn_id, "new-face", 1)},
+            "output_path": output_folder(output_root / dag.dag_id),
+        }
+        runs[dag.dag_id] = (dag.dag_id, e2e.api.trigger(dag.dag_id, conf))
+    finished = e2e.api.wait_for_runs(list(runs.values()), timeout=OWN_RUN_TIMEOUT)
+
+    assert finished[runs[happy.dag_id]]["state"] == "success", describe(*runs[happy.dag_id])
+    swap = e2e.api.xcom(*runs[happy.dag_id], "swap_faces")
+    assert [local_file(path).is_file() for path in swap["stored_paths"]] == [True]
+    e2e.triggers.sample()
+    assert e2e.triggers.for_job(swap["crun_task_id"], happy.conn_id), "the audit's swap did not defer"
+
+    assert finished[runs[wrong.dag_id]]["state"] == "failed", describe(*runs[wrong.dag_id])
+    detect = by_task(e2e.api.task_instances(*runs[wrong.dag_id]))["detect_faces"]
+    assert (detect["state"], detect["try_number"]) == ("failed", 1)
+    log = log_of(e2e.api, *runs[wrong.dag_id], "detect_faces", 1)
+    assert "API key missing or invalid" in log, log[-3000:]
+    wrong_state = e2e.emulator(wrong.conn_id).state()
+    # The wrong key reached Crun once and was refused: nothing created, nothing billed.
+    assert (wrong_state["counts"]["detect-face-image"], wrong_state["detections_created"]) == (1, 0)
+    return {"own_runs": len(runs), "own_runs_wall_s": round(time.monotonic() - started, 1)}
+
+
+def test_api_key_never_stored_or_logged(e2e: E2E, describe: Any, tmp_path: Path) -> None:
     airflow = e2e.airflow
+    own = make_own_activity(e2e, describe, tmp_path)
     e2e.triggers.sample()
     found: list[str] = []
     checked: dict[str, int] = {}
 
     def check(where: str, text: str, kind: str) -> None:
         checked[kind] = checked.get(kind, 0) + 1
+        if any(dag_id in where for dag_id in OWN_DAGS):
+            checked[f"{kind}, own runs"] = checked.get(f"{kind}, own runs", 0) + 1
         found.extend(f"{secret!r} in {where}" for secret in leaks(text))
 
     for path in sorted(airflow.task_log_dir.rglob("*")):
@@ -94,13 +141,27 @@ def test_api_key_never_stored_or_logged(e2e: E2E) -> None:
         where = f"{ti['dag_id']}/{ti['dag_run_id']}/{ti['task_id']}[{ti['map_index']}]"
         check(f"rendered fields of {where}", repr(ti.get("rendered_fields")), "rendered fields (REST)")
         if ti["dag_id"] not in REST_XCOM_SKIP and ti["state"] == "success":
-            value = e2e.api.xcom(ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["map_index"])
-            check(f"XCom of {where}", repr(value), "XCom values (REST)")
+            entry = e2e.api.request(
+                "GET",
+                f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}"
+                "/xcomEntries/return_value",
+                ok=(200, 404),  # a task that returned None has no XCom
+                params={"map_index": ti["map_index"]},
+            )
+            if entry and "value" in entry:
+                check(f"XCom of {where}", repr(entry["value"]), "XCom values (REST)")
 
-    e2e.record("secret_audit", secrets=len(scenarios.SECRETS), leaks=len(found), checked=checked)
+    e2e.record("secret_audit", secrets=len(scenarios.SECRETS), leaks=len(found), checked=checked, **own)
     assert not found, "\n".join(found[:50])
-    # The audit looked at real data: every source had something in it.
-    for kind in ("task and trigger log files", "component logs", "DB values", "trigger kwargs (sampled)"):
+    # The audit looked at real data, its own runs' included: every source had something in it.
+    for kind in (
+        "task and trigger log files, own runs",
+        "component logs",
+        "DB values",
+        "trigger kwargs (sampled)",
+        "rendered fields (REST), own runs",
+        "XCom values (REST), own runs",
+    ):
         assert checked.get(kind, 0) > 0, f"nothing to audit in {kind}: {checked}"
     assert not e2e.triggers.errors, e2e.triggers.errors[-5:]
 

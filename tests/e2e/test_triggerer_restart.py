@@ -17,9 +17,12 @@ import pytest
 
 from tests.e2e import scenarios
 from tests.e2e.checks import (
+    SWAP_FLOW,
     accepted_creates,
     airflow_defer_races,
     all_success,
+    local_file,
+    output_folder,
     task_states,
     unexplained_retries,
 )
@@ -29,7 +32,6 @@ from tests.e2e.harness import wait_until
 pytestmark = pytest.mark.e2e
 
 RUNS = 4
-TASKS = ("detect_faces", "swap_faces", "fetch_result")
 TASK_TRIGGER = "airflow_provider_crun.triggers.crun.CrunTaskTrigger"
 CRUN_TASK_ID = re.compile(r'"crun_task_id": "([^"]+)"')
 
@@ -41,7 +43,10 @@ def _crun_task_id(row: dict[str, Any]) -> str:
 
 
 def run_conf(e2e: E2E, conn_id: str, image_name: str, output_dir: Path) -> dict[str, Any]:
-    return {"image_url": e2e.media_url(conn_id, image_name, 3), "output_dir": str(output_dir / image_name)}
+    return {
+        "image_url": e2e.media_url(conn_id, image_name, 3),
+        "output_path": output_folder(output_dir / image_name),
+    }
 
 
 def _deferred_swaps(e2e: E2E, runs: list[tuple[str, str]]) -> bool:
@@ -84,14 +89,17 @@ def test_triggerer_sigkill_while_swaps_are_deferred(e2e: E2E, describe: Any, tmp
         assert run["state"] == "success", describe(*key)
         races = airflow_defer_races(e2e.api, *key)
         tis = e2e.api.task_instances(*key)
-        assert task_states(tis) == all_success(TASKS), describe(*key)
+        assert task_states(tis) == all_success(SWAP_FLOW), describe(*key)
         assert not unexplained_retries(tis, races), describe(*key)
 
     state = emulator.state()
     assert state["counts"]["CreateTask"] == accepted_creates(state) == RUNS
     assert state["tasks_created"] == RUNS
     assert state["counts"]["TaskInfo"] > polls_at_kill, "nobody polled after the restart"
-    swapped = {e2e.api.xcom(dag_id, run_id, "swap_faces")["crun_task_id"] for dag_id, run_id in runs}
+    results = [e2e.api.xcom(dag_id, run_id, "swap_faces") for dag_id, run_id in runs]
+    swapped = {result["crun_task_id"] for result in results}
+    assert all(local_file(path).is_file() for result in results for path in result["stored_paths"])
+    assert [len(result["stored_paths"]) for result in results] == [1] * RUNS
     assert swapped == set(before_kill), "a run finished with another Crun task than the one it deferred on"
     after = {_crun_task_id(row): row["triggerers"] for row in our_triggers()}
     for crun_task_id, triggerers in after.items():

@@ -14,30 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.e2e import scenarios
-from tests.e2e.checks import accepted_creates, by_task, log_of
+from tests.e2e.checks import accepted_creates, by_task, local_file, log_of, output_folder, stored_uri
 from tests.e2e.conftest import E2E
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import task_process, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def task_process(ti_id: str) -> psutil.Process | None:
-    """
-    The process running the task instance ``ti_id``.
-
-    In Airflow 3 the LocalExecutor worker supervises a forked child that runs the task; the child
-    titles itself ``airflow worker -- <task instance id>``.
-    """
-    title = f"airflow worker -- {ti_id}"
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if cmdline.strip() == title:
-            return process
-    return None
 
 
 def test_worker_crash_after_create_task_reattaches(e2e: E2E, describe: Any, tmp_path: Path) -> None:
@@ -45,7 +29,7 @@ def test_worker_crash_after_create_task_reattaches(e2e: E2E, describe: Any, tmp_
     emulator = e2e.emulator(backend.conn_id)
     emulator.reset(everything=True)
     started = time.monotonic()
-    conf = {"image_url": e2e.media_url(backend.conn_id, "crash", 3), "output_dir": str(tmp_path)}
+    conf = {"image_url": e2e.media_url(backend.conn_id, "crash", 3), "output_path": output_folder(tmp_path)}
     run_id = e2e.api.trigger(dag.dag_id, conf)
 
     def polled_once() -> bool:
@@ -64,17 +48,19 @@ def test_worker_crash_after_create_task_reattaches(e2e: E2E, describe: Any, tmp_
     assert run["state"] == "success", describe(dag.dag_id, run_id)
     tis = by_task(e2e.api.task_instances(dag.dag_id, run_id))
     assert (tis["swap_faces"]["state"], tis["swap_faces"]["try_number"]) == ("success", 2)
-    assert (tis["detect_faces"]["try_number"], tis["fetch_result"]["try_number"]) == (1, 1)
+    assert (tis["detect_faces"]["try_number"], tis["report"]["try_number"]) == (1, 1)
 
     state = emulator.state()
     assert state["counts"]["CreateTask"] == accepted_creates(state) == 1
     assert state["tasks_created"] == 1
     swap = e2e.api.xcom(dag.dag_id, run_id, "swap_faces")
     assert swap["status"] == "success"
+    assert swap["stored_paths"] == [stored_uri(tmp_path, swap["crun_task_id"])]
+    assert local_file(swap["stored_paths"][0]).is_file()
     first_try = log_of(e2e.api, dag.dag_id, run_id, "swap_faces", 1)
     retry = log_of(e2e.api, dag.dag_id, run_id, "swap_faces", 2)
     assert f"Created Crun task {swap['crun_task_id']}" in first_try
-    assert swap["crun_task_id"] in retry
+    assert f"Reattaching to Crun task {swap['crun_task_id']}" in retry, retry[-3000:]
     assert "Created Crun task" not in retry, retry[-3000:]
     e2e.record(
         "worker_crash",

@@ -15,7 +15,12 @@ from tests.conftest import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE_DAG_IDS = ["example_crun_multi_face_swap", "example_crun_batch_face_swap", "example_crun_task_sensor"]
+EXAMPLE_DAG_IDS = [
+    "example_crun_multi_face_swap",
+    "example_crun_batch_face_swap",
+    "example_crun_task_sensor",
+    "example_crun_use_swapped_image",
+]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +83,7 @@ def test_multi_face_swap(emulator: CrunEmulator, tmp_path: Path) -> None:
     image_url = emulator.input_image_url("group", faces=3)
     new_face = emulator.input_image_url("new-face", faces=1)
     run = load_dag("example_crun_multi_face_swap").test(
-        run_conf={"image_url": image_url, "faces": {"1": new_face}, "output_dir": str(tmp_path)}
+        run_conf={"image_url": image_url, "faces": {"1": new_face}, "output_path": tmp_path.as_uri() + "/"}
     )
     assert_all_succeeded(run)
 
@@ -87,19 +92,27 @@ def test_multi_face_swap(emulator: CrunEmulator, tmp_path: Path) -> None:
     assert [face["id"] for face in detection["faces"]] == [0, 1, 2]
     swap = xcom(run, "swap_faces")
     assert swap["status"] == "success"
-    sent_faces = swap["data"]["param"]["input"]["faces"]
-    assert sent_faces == [
-        {"face_id": 0, "target": detection["faces"][0]["link"]},
-        {"face_id": 1, "target": new_face},
-        {"face_id": 2, "target": detection["faces"][2]["link"]},
-    ]
-    summary = xcom(run, "fetch_result")
-    assert summary["result_url"] == swap["media_urls"][0]
+    assert set(swap) == {
+        "crun_task_id",
+        "model",
+        "status",
+        "media_urls",
+        "credits",
+        "duration_s",
+        "stored_paths",
+    }
+    report = xcom(run, "report")
+    assert (
+        report["stored_paths"]
+        == swap["stored_paths"]
+        == [f"{tmp_path.as_uri()}/{swap['crun_task_id']}_0.png"]
+    )
     assert (emulator.counts["CreateTask"], emulator.tasks_created, emulator.detections_created) == (1, 1, 1)
 
-    # The downloaded image differs from the input exactly in face 1's region.
-    result_image = Path(summary["result_path"]).read_bytes()
-    assert changed_faces(emulator_get(image_url), result_image, faces=3) == [1]
+    # The stored image differs from the input exactly in face 1's region: the other detected faces
+    # were sent with their own crop as target.
+    stored = Path(swap["stored_paths"][0].removeprefix("file://"))
+    assert changed_faces(emulator_get(image_url), stored.read_bytes(), faces=3) == [1]
 
 
 def emulator_get(url: str) -> bytes:
@@ -110,16 +123,22 @@ def emulator_get(url: str) -> bytes:
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_batch_face_swap(emulator: CrunEmulator) -> None:
+def test_batch_face_swap(emulator: CrunEmulator, tmp_path: Path) -> None:
     images = [emulator.input_image_url(f"batch-{n}", faces=2) for n in range(3)]
     new_face = emulator.input_image_url("new-face", faces=1)
     run = load_dag("example_crun_batch_face_swap").test(
-        run_conf={"image_urls": images, "new_face": new_face, "face_id": 1}
+        run_conf={
+            "image_urls": images,
+            "new_face": new_face,
+            "face_id": 1,
+            "output_path": tmp_path.as_uri() + "/",
+        }
     )
     assert_all_succeeded(run)
     summary = xcom(run, "summarize")
     assert summary["swapped"] == 3
-    assert len(summary["media_urls"]) == 3
+    assert len(summary["stored_paths"]) == 3
+    assert summary["credits"] == 3 * 6
     assert (emulator.tasks_created, emulator.detections_created) == (3, 3)
 
 
@@ -133,7 +152,7 @@ def test_task_sensor(emulator: CrunEmulator) -> None:
     submitted = xcom(run, "submit_swap")
     assert submitted["status"] == "submitted"
     finished = xcom(run, "wait_for_swap")
-    assert finished["task_id"] == submitted["crun_task_id"]
+    assert finished["crun_task_id"] == submitted["crun_task_id"]
     assert finished["status"] == "success"
-    assert finished["result"]["media_urls"]
+    assert finished["media_urls"]
     assert emulator.tasks_created == 1

@@ -36,7 +36,7 @@ def test_entry_point_and_package_name() -> None:
 def test_connection_form_is_declarative() -> None:
     (connection,) = get_provider_info()["connection-types"]
     assert connection["connection-type"] == "crun"
-    assert set(connection["conn-fields"]) == {"timeout", "max_retries"}
+    assert set(connection["conn-fields"]) == {"timeout", "max_retries", "proxy", "min_balance", "ca_bundle"}
     behaviour = connection["ui-field-behaviour"]
     assert set(behaviour["hidden-fields"]) == {"schema", "port", "login"}
     assert behaviour["relabeling"]["password"] == "API key"

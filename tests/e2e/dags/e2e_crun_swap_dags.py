@@ -4,9 +4,12 @@ The end-to-end suite's own DAGs: the multi-face-swap flow, built once per scenar
 The harness writes ``e2e_dags.json`` next to this file in the deployment's dags folder. Each entry
 names a DAG and the knobs the scenario needs: the ``crun`` connection (each scenario has its own
 emulator behind its own connection, so its request counts are its own), blocking or deferrable,
-retries, and whether the swap reads the detection from XCom or gets ``detect_id`` and
+retries, and what the swap gets as its detection: the detect task's XCom; ``detect_id`` and
 ``image_url`` as templates (the only way to make Crun itself answer 422, since the operator
-refuses a mismatch it can see).
+refuses a mismatch it can see); or the XCom with ``expires_at`` replaced from the run's conf.
+
+The swap stores its result into the run's ``output_path`` (a ``file://`` folder per run), as the
+example DAG does; ``report`` says what was stored.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_crun.operators.crun import CrunDetectFacesOperator, CrunMultiFaceSwapOperator
 
 MANIFEST = Path(__file__).with_name("e2e_dags.json")
+DETECTION_XCOM = "ti.xcom_pull(task_ids='detect_faces')"
 
 
 def _specs() -> list[dict[str, Any]]:
@@ -28,17 +32,17 @@ def _specs() -> list[dict[str, Any]]:
 
 
 @task
-def fetch_result(swap_result: dict[str, Any], params: dict[str, Any], crun_conn_id: str) -> dict[str, Any]:
-    """Download the swapped image, as the example DAG does."""
-    from airflow_provider_crun.hooks.crun import CrunHook
-
-    (result_url, *_) = swap_result["media_urls"]
-    path = CrunHook(crun_conn_id=crun_conn_id).download_media(result_url, params["output_dir"])
-    return {"crun_task_id": swap_result["crun_task_id"], "result_url": result_url, "result_path": path}
+def report(swap_result: dict[str, Any]) -> dict[str, Any]:
+    """Say which Crun task made the result and where it is stored, as the example DAG does."""
+    return {
+        "crun_task_id": swap_result["crun_task_id"],
+        "stored_paths": swap_result["stored_paths"],
+        "credits": swap_result["credits"],
+    }
 
 
 def build(spec: dict[str, Any]) -> DAG:
-    """One swap DAG: detect -> swap -> fetch_result."""
+    """One swap DAG: detect -> swap -> report."""
     conn_id = spec["conn_id"]
     waiting = {"deferrable": spec["deferrable"], "poll_interval": 1, "crun_conn_id": conn_id}
     with DAG(
@@ -50,7 +54,8 @@ def build(spec: dict[str, Any]) -> DAG:
             "image_url": Param("http://127.0.0.1/media/input/e2e.png?faces=3", type="string"),
             "faces": Param({"1": "http://127.0.0.1/media/input/new-face.png?faces=1"}, type="object"),
             "swap_image_url": Param(None, type=["null", "string"]),
-            "output_dir": Param("/tmp/crun-e2e-results", type="string"),
+            "output_path": Param("file:///tmp/crun-e2e-results/", type="string"),
+            "expires_at": Param("2000-01-01T00:00:00+00:00", type="string"),
         },
         default_args={"retries": spec["retries"], "retry_delay": timedelta(seconds=spec["retry_delay"])},
         render_template_as_native_obj=True,
@@ -58,20 +63,25 @@ def build(spec: dict[str, Any]) -> DAG:
         detect = CrunDetectFacesOperator(
             task_id="detect_faces", image_url="{{ params.image_url }}", **waiting
         )
+        storing = {"faces": "{{ params.faces }}", "output_path": "{{ params.output_path }}", **waiting}
         if spec["swap_input"] == "detection":
+            swap = CrunMultiFaceSwapOperator(task_id="swap_faces", detection=detect.output, **storing)
+        elif spec["swap_input"] == "expired_detection":
             swap = CrunMultiFaceSwapOperator(
-                task_id="swap_faces", detection=detect.output, faces="{{ params.faces }}", **waiting
+                task_id="swap_faces",
+                detection=f"{{{{ dict({DETECTION_XCOM}, expires_at=params.expires_at) }}}}",
+                **storing,
             )
+            detect >> swap
         else:
             swap = CrunMultiFaceSwapOperator(
                 task_id="swap_faces",
-                detect_id="{{ ti.xcom_pull(task_ids='detect_faces')['detect_id'] }}",
+                detect_id=f"{{{{ {DETECTION_XCOM}['detect_id'] }}}}",
                 image_url="{{ params.swap_image_url or params.image_url }}",
-                faces="{{ params.faces }}",
-                **waiting,
+                **storing,
             )
             detect >> swap
-        fetch_result(swap.output, crun_conn_id=conn_id)
+        report(swap.output)
     return dag
 
 

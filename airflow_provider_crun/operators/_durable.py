@@ -1,0 +1,161 @@
+"""
+Resume or create: the one decision every Crun operator makes about the job an earlier try stored.
+
+Right after creation the job id is stored in ``task_state_store`` (Airflow 3.3+), with the
+fingerprint of the request that made it. A retry reads the stored job *before* any check that
+only matters for creating (a detection's age, the balance), so a job that was paid for is kept
+however old its inputs are. Airflow's ``ResumableJobMixin`` is not used: it decides only on the
+blocking path and cannot tell that the request changed.
+
+.. seealso:: :ref:`durability`
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_provider_crun.exceptions import CrunGenerationFailedError, CrunNotFoundError, airflow_error
+from airflow_provider_crun.protocol import errors, jobs
+from airflow_provider_crun.protocol.resume import Resume, StoredJob, decide
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+    from airflow.sdk.types import Logger
+
+    from airflow_provider_crun.hooks.crun import CrunHook
+    from airflow_provider_crun.protocol.calls import CrunRequest
+
+
+class DurableJobMixin:
+    """
+    :meth:`resume_or_create`, for an operator with a ``kind``, a ``hook`` and ``durable``.
+
+    The operator provides :meth:`_check_before_create`, :meth:`_stored_result_usable` and
+    :meth:`_state_to_store`.
+    """
+
+    kind: ClassVar[jobs.JobKind]
+    durable: bool
+    _job_id: str | None
+
+    if TYPE_CHECKING:
+
+        @property
+        def hook(self) -> CrunHook: ...
+
+        @property
+        def log(self) -> Logger: ...
+
+    def _check_before_create(self, context: Context) -> None:
+        """Checks that matter only when a new job is about to be created (and paid for)."""
+
+    def _stored_result_usable(self, context: Context, result: dict[str, Any]) -> bool:
+        """Whether a stored job's success is still worth returning."""
+        return True
+
+    def _state_to_store(self) -> dict[str, Any]:
+        """Extra ``task_state_store`` values written with a new job's id."""
+        return {}
+
+    def resume_or_create(self, context: Context, request: CrunRequest) -> tuple[str, jobs.JobRead | None]:
+        """
+        Reattach to the job an earlier try stored, or create one.
+
+        The stored job is read before any check that matters only for creating, so a retry keeps a
+        paid job however old its inputs are. It is kept when it was made for this same request
+        and is pending, running or succeeded; otherwise a new job is created.
+
+        :returns: The job id, and the read of a reattached job (``None`` for a new one).
+        """
+        store = self._state_store(context)
+        stored = self._stored_job(store)
+        if stored is not None:
+            decision, read = self._judge(context, stored, request.fingerprint)
+            if decision.reattaches:
+                self.log.info(
+                    "Reattaching to Crun %s %s (status %r) from an earlier try; nothing is created again.",
+                    self.kind.label,
+                    stored.job_id,
+                    read.status if read else "",
+                )
+                self._job_id = stored.job_id
+                return stored.job_id, read
+            self.log.warning(
+                "Crun %s %s from an earlier try is not reused: %s. Creating a new one.",
+                self.kind.label,
+                stored.job_id,
+                _why_not_reused(decision, stored, request.fingerprint, read),
+            )
+        self._check_before_create(context)
+        job_id = self.hook.submit(request)
+        self._job_id = job_id
+        self.log.info("Created Crun %s %s.", self.kind.label, job_id)
+        if store is not None:
+            for key, value in self._state_to_store().items():
+                store.set(key, value)
+            store.set(self._fingerprint_key, request.fingerprint)
+            store.set(self.kind.id_key, job_id)
+        self._log_balance_after(job_id)
+        return job_id, None
+
+    @property
+    def _fingerprint_key(self) -> str:
+        return f"{self.kind.id_key}_fingerprint"
+
+    def _judge(
+        self, context: Context, stored: StoredJob, fingerprint: str
+    ) -> tuple[Resume, jobs.JobRead | None]:
+        if not stored.made_for(fingerprint):
+            return Resume.REQUEST_CHANGED, None
+        try:
+            read: jobs.JobRead | None = self.kind.read(
+                self.hook.get_job(self.kind, stored.job_id), stored.job_id
+            )
+        except CrunNotFoundError:
+            read = None
+        except CrunGenerationFailedError as error:
+            read = jobs.JobRead(jobs.JobPhase.FAILED, "failed", failure=error.message)
+        except errors.CrunProtocolError as error:
+            raise airflow_error(error) from None
+        decision = decide(read)
+        if decision is Resume.DONE and read and not self._stored_result_usable(context, read.result or {}):
+            decision = Resume.STALE
+        return decision, read
+
+    def _stored_job(self, store: Any) -> StoredJob | None:
+        job_id = store.get(self.kind.id_key) if store is not None else None
+        if not job_id:
+            return None
+        fingerprint = store.get(self._fingerprint_key)
+        return StoredJob(str(job_id), str(fingerprint) if fingerprint else None)
+
+    def _state_store(self, context: Context) -> Any:
+        """The try's ``task_state_store``, or ``None`` (Airflow < 3.3, or ``durable=False``)."""
+        store = context.get("task_state_store")
+        if store is None and self.durable:
+            self.log.warning(
+                "No task_state_store in the context (durable execution needs Airflow 3.3): if this try "
+                "fails after creating the Crun %s, a retry creates and pays for a new one.",
+                self.kind.label,
+            )
+        return store if self.durable else None
+
+    def _log_balance_after(self, job_id: str) -> None:
+        """At debug level only (it costs a request), and after the id is stored: never fails the try."""
+        if not getattr(self.log, "isEnabledFor", lambda level: False)(logging.DEBUG):
+            return
+        try:
+            self.log.debug("Crun balance after creating %s: %g credits.", job_id, self.hook.get_balance())
+        except Exception as error:
+            self.log.debug("Could not read the Crun balance: %s", error)
+
+
+def _why_not_reused(decision: Resume, stored: StoredJob, fingerprint: str, read: jobs.JobRead | None) -> str:
+    if decision is Resume.REQUEST_CHANGED:
+        return f"the request changed (stored fingerprint {stored.fingerprint}, now {fingerprint})"
+    if decision is Resume.GONE:
+        return "Crun no longer knows it (404)"
+    if decision is Resume.FAILED:
+        return f"it failed ({read.failure if read else 'no detail'})"
+    return "its result can no longer be used"

@@ -1,0 +1,116 @@
+"""
+What a finished Crun task leaves behind in the user's world: stored files, asset events, lineage.
+
+.. seealso:: :ref:`howto/storage`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_crun.exceptions import CrunOutputError, CrunOutputRejectedError
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+    from airflow.sdk import ObjectStoragePath
+
+
+def store_media(
+    media_urls: Sequence[str],
+    *,
+    crun_task_id: str,
+    output_path: str | ObjectStoragePath,
+    output_conn_id: str | None,
+    max_bytes: int,
+) -> list[str]:
+    """
+    Stream every result file into ``output_path``; return the stored URIs, without credentials.
+
+    :raises CrunOutputRejectedError: a file that can never be stored (wrong type, too large).
+    :raises CrunOutputError: a failure another try may get past; that try skips complete files.
+    """
+    from airflow_provider_crun.storage import StorageError, store_results
+
+    try:
+        stored = store_results(
+            media_urls,
+            crun_task_id=crun_task_id,
+            destination=output_path,
+            conn_id=output_conn_id or None,
+            max_bytes=max_bytes,
+        )
+    except StorageError as error:
+        raise (CrunOutputError if error.retryable else CrunOutputRejectedError)(str(error)) from None
+    return [media.uri for media in stored]
+
+
+def emit_asset_events(
+    context: Context, outlets: Iterable[Any], stored_paths: list[str], extra: dict[str, Any]
+) -> None:
+    """
+    Describe the stored files to the operator's outlets.
+
+    An ``Asset`` gets one event whose ``extra`` lists every stored path; an ``AssetAlias`` gets
+    one event per stored file, with the file's URI as the asset.
+    """
+    from airflow.sdk import Asset, AssetAlias
+
+    events = context.get("outlet_events")
+    if events is None or not stored_paths:
+        return
+    for outlet in outlets:
+        if isinstance(outlet, AssetAlias):
+            for path in stored_paths:
+                events[outlet].add(Asset(uri=path, name=path), extra={**extra, "stored_path": path})
+        elif isinstance(outlet, Asset):
+            event_extra: dict[str, Any] = {**extra, "stored_paths": stored_paths}
+            events[outlet].extra.update(event_extra)
+
+
+def _dataset_of(uri: str) -> tuple[str, str]:
+    """An OpenLineage ``(namespace, name)`` for a URL or a storage URI."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return "file", parts.path or uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}", parts.path.lstrip("/") or "/"
+
+
+def lineage(
+    *, inputs: Iterable[str], outputs: Iterable[str], crun_task_id: str | None, model: str, credits: Any
+) -> Any:
+    """
+    An ``OperatorLineage``: the source image and the face targets in, the stored files out, and a
+    run facet naming the Crun task. The OpenLineage provider is imported here, so it stays optional.
+    """
+    import attrs
+    from airflow.providers.common.compat.openlineage.facet import Dataset, RunFacet
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    @attrs.define
+    class CrunRunFacet(RunFacet):
+        """The Crun task behind this run."""
+
+        crun_task_id: str | None = None
+        model: str | None = None
+        credits: float | None = None
+
+    return OperatorLineage(
+        inputs=[Dataset(*_dataset_of(uri)) for uri in dict.fromkeys(inputs)],
+        outputs=[Dataset(*_dataset_of(uri)) for uri in dict.fromkeys(outputs)],
+        run_facets={"crun": CrunRunFacet(crun_task_id=crun_task_id, model=model, credits=credits)},
+    )
+
+
+def urls_in(value: Any) -> list[str]:
+    """Every http(s) URL inside a model input, in order: the inputs of the lineage."""
+    if isinstance(value, str):
+        return [value] if urlsplit(value).scheme in ("http", "https") else []
+    if isinstance(value, Mapping):
+        return [url for item in value.values() for url in urls_in(item)]
+    if isinstance(value, (list, tuple)):
+        return [url for item in value for url in urls_in(item)]
+    return []

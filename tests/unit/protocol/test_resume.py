@@ -1,0 +1,52 @@
+"""Resume or create: what a try does with a job an earlier try stored."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_crun.protocol import jobs, resume
+
+
+@pytest.mark.parametrize(
+    ("read", "decision"),
+    [
+        (None, resume.Resume.GONE),
+        (jobs.JobRead(jobs.JobPhase.SUCCEEDED, "success", result={}), resume.Resume.DONE),
+        (jobs.JobRead(jobs.JobPhase.FAILED, "failed", failure="no face"), resume.Resume.FAILED),
+        (jobs.JobRead(jobs.JobPhase.RUNNING, "pending"), resume.Resume.WAIT),
+        (jobs.JobRead(jobs.JobPhase.UNKNOWN, "held-for-review"), resume.Resume.WAIT),
+    ],
+    ids=["404-gone", "succeeded-done", "failed-recreate", "running-wait", "undocumented-status-wait"],
+)
+def test_decide(read: jobs.JobRead | None, decision: resume.Resume) -> None:
+    assert resume.decide(read) is decision
+
+
+@pytest.mark.parametrize(
+    ("decision", "reattaches"),
+    [
+        (resume.Resume.CREATE, False),
+        (resume.Resume.REQUEST_CHANGED, False),
+        (resume.Resume.GONE, False),
+        (resume.Resume.FAILED, False),
+        (resume.Resume.STALE, False),
+        (resume.Resume.WAIT, True),
+        (resume.Resume.DONE, True),
+    ],
+    ids=lambda value: str(value),
+)
+def test_reattaches(decision: resume.Resume, reattaches: bool) -> None:
+    assert decision.reattaches is reattaches
+
+
+@pytest.mark.parametrize(
+    ("stored", "fingerprint", "made_for"),
+    [
+        (resume.StoredJob("t1", "sha256:aaa"), "sha256:aaa", True),
+        (resume.StoredJob("t1", "sha256:aaa"), "sha256:bbb", False),
+        (resume.StoredJob("t1", None), "sha256:bbb", True),
+    ],
+    ids=["same-request", "request-changed", "stored-by-a-release-without-fingerprints"],
+)
+def test_stored_job_made_for(stored: resume.StoredJob, fingerprint: str, made_for: bool) -> None:
+    assert stored.made_for(fingerprint) is made_for
