@@ -108,6 +108,15 @@ class CrunCreationUnknownError(errors.CreationUnknownError, CrunError, AirflowFa
     """
 
 
+class CrunJobNotStoredError(CrunError, AirflowFailException):
+    """
+    A job was created, but its id could not be stored in ``task_state_store``.
+
+    A retry would not find the job and would pay for another one, so the task fails without a
+    retry; the message names the job.
+    """
+
+
 class CrunOutputError(CrunError):
     """Storing a result file failed in a way another try may get past; that try skips complete files."""
 

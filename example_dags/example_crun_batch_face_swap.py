@@ -2,7 +2,8 @@
 Swap one face in every image of a batch, with dynamic task mapping, and store every result.
 
 Each image gets its own detection and swap task instance, and each result is streamed into
-``output_path``. ``max_active_tis_per_dag`` bounds how many of each Crun step run at once.
+``output_path``. ``max_active_tis_per_dag`` bounds how many of each Crun step run at once
+(``CRUN_EXAMPLE_CONCURRENCY``, default 16).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_crun.operators.crun import CrunDetectFacesOperator, CrunMultiFaceSwapOperator
 
 EMULATOR = os.environ.get("CRUN_EXAMPLE_MEDIA_BASE", "http://127.0.0.1:8089")
-# At most this many detections, and this many swaps, at once.
-CRUN_CONCURRENCY = 4
+# At most this many detections, and this many swaps, at once (deferred ones included): a bound on
+# the Crun jobs in flight, to stay inside Crun's rate limit.
+CRUN_CONCURRENCY = int(os.environ.get("CRUN_EXAMPLE_CONCURRENCY", "16"))
 
 with DAG(
     dag_id="example_crun_batch_face_swap",

@@ -30,14 +30,15 @@ with DAG(
         for events in (triggering_asset_events or {}).values():
             for event in events:
                 for path in event.extra.get("stored_paths", []):
-                    with ObjectStoragePath(path).open("rb") as image:
+                    stored = ObjectStoragePath(path, conn_id=event.extra.get("conn_id"))
+                    with stored.open("rb") as image:
                         header = image.read(24)
                     images.append(
                         {
                             "path": path,
                             "crun_task_id": event.extra.get("crun_task_id"),
                             "png": header.startswith(b"\x89PNG"),
-                            "size": ObjectStoragePath(path).stat().st_size,
+                            "size": stored.stat().st_size,
                         }
                     )
         return images

@@ -51,12 +51,14 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 async def scripted_crun(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[object]:
-    """A running loopback :class:`~tests.support.scripted_server.ScriptedServer`; ``crun_default`` points at it."""
+    """A running loopback ``ScriptedServer`` (tests/support); ``crun_default`` points at it."""
     from tests.support.scripted_server import ScriptedServer
 
     server = ScriptedServer()
     await server.start()
-    monkeypatch.setenv("AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(host=server.url, timeout=5, max_retries=2))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(host=server.url, timeout=5, max_retries=2)
+    )
     try:
         yield server
     finally:

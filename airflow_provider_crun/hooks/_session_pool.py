@@ -12,6 +12,8 @@ Also here: :func:`proxy_for`, the one proxy rule both transports follow.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator
@@ -57,6 +59,27 @@ def proxy_for(url: str, explicit: str | None) -> str | None:
     """
     if explicit:
         return explicit
+    # Read only the variables the rule depends on: urllib's own lookup walks the whole
+    # environment, which on every poll of a thousand triggers was most of their CPU.
+    return _environment_proxy_for(url, tuple(os.environ.get(name) for name in PROXY_VARIABLES))
+
+
+# What urllib.request.getproxies() / proxy_bypass() read for http(s); REQUEST_METHOD makes it
+# ignore HTTP_PROXY in a CGI process.
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "REQUEST_METHOD",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _environment_proxy_for(url: str, environment: tuple[str | None, ...]) -> str | None:
+    """:func:`proxy_for` without an explicit proxy; ``environment`` keys the cache."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:

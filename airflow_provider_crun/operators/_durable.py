@@ -15,9 +15,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_crun.exceptions import CrunGenerationFailedError, CrunNotFoundError, airflow_error
+from airflow_provider_crun.exceptions import (
+    CrunGenerationFailedError,
+    CrunJobNotStoredError,
+    CrunNotFoundError,
+    airflow_error,
+)
 from airflow_provider_crun.protocol import errors, jobs
 from airflow_provider_crun.protocol.resume import Resume, StoredJob, decide
+
+# Tries of the one store write that keeps a retry from paying twice.
+STORE_ATTEMPTS = 3
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -92,12 +100,39 @@ class DurableJobMixin:
         self._job_id = job_id
         self.log.info("Created Crun %s %s.", self.kind.label, job_id)
         if store is not None:
-            for key, value in self._state_to_store().items():
-                store.set(key, value)
-            store.set(self._fingerprint_key, request.fingerprint)
-            store.set(self.kind.id_key, job_id)
+            self._remember(store, job_id, request.fingerprint)
         self._log_balance_after(job_id)
         return job_id, None
+
+    def _remember(self, store: Any, job_id: str, fingerprint: str) -> None:
+        """
+        Store a new job: its id first, because the id alone makes a retry reattach.
+
+        The fingerprint and the extras follow; a retry honours an id stored without them. The
+        store is an API call that can fail under load, so the id write is tried a few times.
+
+        :raises CrunJobNotStoredError: the id could not be stored. An Airflow retry would not find
+            the job and would pay for another, so the task fails without one.
+        """
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                store.set(self.kind.id_key, job_id)
+                break
+            except Exception as error:
+                if attempt == STORE_ATTEMPTS:
+                    raise CrunJobNotStoredError(
+                        f"Created Crun {self.kind.label} {job_id}, but could not store its id in "
+                        f"task_state_store ({type(error).__name__}: {error}). A retry would not find it and "
+                        f"would pay for another, so this task is not retried. Crun {self.kind.label} "
+                        f"{job_id} keeps running; look it up by its id."
+                    ) from error
+                self.log.warning("Storing the Crun %s id failed (%s); trying again.", self.kind.label, error)
+                self.hook.clock.sleep(attempt)
+        for key, value in {self._fingerprint_key: fingerprint, **self._state_to_store()}.items():
+            try:
+                store.set(key, value)
+            except Exception as error:
+                self.log.warning("Could not store %s (%s); a retry still reattaches by the id.", key, error)
 
     @property
     def _fingerprint_key(self) -> str:

@@ -10,11 +10,36 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_crun.exceptions import CrunOutputError, CrunOutputRejectedError
+from airflow_provider_crun.exceptions import CrunInputError, CrunOutputError, CrunOutputRejectedError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.sdk import ObjectStoragePath
+
+
+def check_output_path(output_path: str | ObjectStoragePath, output_conn_id: str | None) -> None:
+    """
+    Refuse an unusable ``output_path`` before anything is created: a relative path, a read-only
+    scheme, credentials in the URI, two different connections.
+
+    :raises CrunInputError: naming the problem.
+    """
+    from airflow_provider_crun.storage import StorageConfigError, resolve_destination
+
+    try:
+        resolve_destination(output_path, output_conn_id or None)
+    except StorageConfigError as error:
+        raise CrunInputError(
+            f"output_path is unusable: {error}. Give a folder URI such as file:///data/crun/ or "
+            "s3://aws_default@bucket/crun/."
+        ) from None
+
+
+def storage_conn_id(output_path: str | ObjectStoragePath, output_conn_id: str | None) -> str | None:
+    """The connection the stored files are read with, from ``output_conn_id`` or the URI itself."""
+    from airflow_provider_crun.storage.destination import conn_id_of, resolve_destination
+
+    return conn_id_of(resolve_destination(output_path, output_conn_id or None))
 
 
 def store_media(

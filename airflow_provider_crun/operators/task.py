@@ -129,6 +129,8 @@ class CrunTaskOperatorBase(CrunJobOperator):
     def _creation_request(self, context: Context) -> calls.CrunRequest:
         if self.callback_url is not None:
             require_http_url("callback_url", self.callback_url)
+        if self.output_path:
+            _outputs.check_output_path(self.output_path, self.output_conn_id)
         return calls.create_task_request(self._model(), self._input(), self.callback_url)
 
     def _waits_for_completion(self) -> bool:
@@ -178,6 +180,8 @@ class CrunTaskOperatorBase(CrunJobOperator):
             "credits": task_result["credits"],
             "image_url": sources[0] if sources else None,
             "face_ids": self._swapped_face_ids(),
+            # Stored paths carry no connection id; a reader needs it to open them.
+            "conn_id": _outputs.storage_conn_id(self.output_path, self.output_conn_id) if stored else None,
         }
         _outputs.emit_asset_events(context, self.outlets or (), stored, extra)
         return task_result

@@ -57,26 +57,29 @@ class CrunRequest:
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+_JOB_PATH = "/client/job/"
+
+
+def _creation_request(name: str, body: Mapping[str, Any], id_field: str) -> CrunRequest:
+    # Built in one place so that no creation call can lack ``creates_billable``, which is what
+    # keeps a transport from ever sending a billed call twice.
+    return CrunRequest(
+        name=name, method="POST", path=_JOB_PATH + name, body=body, creates_billable=True, id_field=id_field
+    )
+
+
+def _job_query(name: str, id_param: str, job_id: str) -> CrunRequest:
+    return CrunRequest(name=name, method="GET", path=_JOB_PATH + name, params={id_param: job_id})
+
+
 def detect_faces_request(image_url: str) -> CrunRequest:
     """The call that creates a face detection (billed)."""
-    return CrunRequest(
-        name="detect-face-image",
-        method="POST",
-        path="/client/job/detect-face-image",
-        body={"image_url": image_url},
-        creates_billable=True,
-        id_field="detect_task_id",
-    )
+    return _creation_request("detect-face-image", {"image_url": image_url}, "detect_task_id")
 
 
 def detection_result_request(detect_task_id: str) -> CrunRequest:
     """The call that reads a face detection."""
-    return CrunRequest(
-        name="detect-face-result",
-        method="GET",
-        path="/client/job/detect-face-result",
-        params={"detect_task_id": detect_task_id},
-    )
+    return _job_query("detect-face-result", "detect_task_id", detect_task_id)
 
 
 def create_task_request(model: str, input: Mapping[str, Any], callback_url: str | None = None) -> CrunRequest:
@@ -84,21 +87,12 @@ def create_task_request(model: str, input: Mapping[str, Any], callback_url: str 
     body: dict[str, Any] = {"model": model, "input": dict(input)}
     if callback_url is not None:
         body["callback_url"] = callback_url
-    return CrunRequest(
-        name="CreateTask",
-        method="POST",
-        path="/client/job/CreateTask",
-        body=body,
-        creates_billable=True,
-        id_field="task_id",
-    )
+    return _creation_request("CreateTask", body, "task_id")
 
 
 def task_info_request(task_id: str) -> CrunRequest:
     """The unified task query, ``TaskInfo``."""
-    return CrunRequest(
-        name="TaskInfo", method="GET", path="/client/job/TaskInfo", params={"task_id": task_id}
-    )
+    return _job_query("TaskInfo", "task_id", task_id)
 
 
 def balance_request() -> CrunRequest:

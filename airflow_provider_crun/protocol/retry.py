@@ -9,6 +9,7 @@ nothing can have been created: a 429 or 455 rejection, or a request that was nev
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
 from airflow_provider_crun.protocol import errors
 
@@ -49,13 +50,20 @@ def may_have_created(error: BaseException) -> bool:
     )
 
 
+class RandomSource(Protocol):
+    """Anything with ``uniform``: ``random``, a ``random.Random``, or a test's clock."""
+
+    def uniform(self, a: float, b: float, /) -> float:
+        """A number between ``a`` and ``b``."""
+
+
 def backoff_seconds(
     attempt: int,
     error: BaseException | None = None,
     *,
     base: float = BACKOFF_BASE_SECONDS,
     cap: float = BACKOFF_CAP_SECONDS,
-    rng: random.Random | None = None,
+    rng: RandomSource | None = None,
 ) -> float:
     """
     Seconds to wait before attempt ``attempt + 1``.

@@ -32,9 +32,11 @@ async def watch_job(
     Poll one job until it finishes or ``deadline`` passes.
 
     The first poll waits a random part of ``poll_interval``, so a thousand triggers restored
-    together do not poll together. A failed read is retried with backoff (``Retry-After``
-    first) until ``max_retries`` reads in a row have failed; a permanent error ends the wait at
-    once. No read runs past the deadline by more than a short grace.
+    together do not poll together. A failed read (transport error, 429, 455, 5xx, a body that is
+    not an envelope) is retried with backoff (``Retry-After`` first) until ``max_retries`` reads
+    in a row have failed; a permanent error ends the wait at once, and so does an envelope whose
+    job summary Crun does not document, as in blocking mode. No read runs past the deadline by
+    more than a short grace.
 
     :returns: The finished job's summary.
     :raises errors.CrunProtocolError: why the wait ended without a result.
@@ -59,7 +61,7 @@ async def watch_job(
                 failures += 1
                 if not retry.is_retryable(last_error, creates_billable=False) or failures > conn.max_retries:
                     raise last_error from None
-                wait = retry.backoff_seconds(failures, last_error)
+                wait = retry.backoff_seconds(failures, last_error, rng=clock)
                 log.warning(
                     "Crun %s %s: poll failed (%s), %d of %d allowed in a row; polling again in %.1f s.",
                     kind.label,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BASE = "http://127.0.0.1:8089"
@@ -73,7 +73,7 @@ def detection_xcom(expires_in: float = 3000.0, **changes: Any) -> dict[str, Any]
         "detect_task_id": DETECT_TASK_ID,
         "image_url": IMAGE,
         "faces": [{"id": 0, "link": FACE_0}, {"id": 1, "link": FACE_1}],
-        "expires_at": (datetime.now(timezone.utc) + timedelta(seconds=expires_in)).isoformat(),
+        "expires_at": (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat(),
     }
     value.update(changes)
     return value

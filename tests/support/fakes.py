@@ -36,7 +36,9 @@ class FakeTaskStateStore:
         self.writes.append((key, value))
 
 
-def make_context(store: FakeTaskStateStore | None = None, *, started: datetime | None = None) -> dict[str, Any]:
+def make_context(
+    store: FakeTaskStateStore | None = None, *, started: datetime | None = None
+) -> dict[str, Any]:
     """A task context; without ``store`` it looks like Airflow 3.1/3.2 (no task_state_store)."""
     context: dict[str, Any] = {"ti": FakeTaskInstance(start_date=started)}
     if store is not None:

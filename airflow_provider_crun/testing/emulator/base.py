@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from airflow_provider_crun.testing.emulator import media, urls
@@ -20,6 +20,24 @@ from airflow_provider_crun.testing.emulator.model import (
     key_fingerprint,
     number,
 )
+
+
+class StateOptions(TypedDict, total=False):
+    """
+    The :class:`StateBase` options that ``CrunEmulator`` takes and passes on unchanged.
+
+    Typed here once, so the emulator forwards them without restating each default.
+    """
+
+    credits: float
+    detection_cost: float
+    task_cost: float
+    detect_delays: tuple[float, float]
+    task_delays: tuple[float, float]
+    detect_ttl: float
+    default_faces: int
+    seed: int | None
+    large_result_bytes: int | None
 
 
 class StateBase:

@@ -6,17 +6,18 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
+from airflow_provider_crun.testing.emulator.base import StateOptions
 from airflow_provider_crun.testing.emulator.callbacks import CallbackDispatcher
 from airflow_provider_crun.testing.emulator.controls import EmulatorControls
 from airflow_provider_crun.testing.emulator.faults import FaultInjector, FaultRule
+from airflow_provider_crun.testing.emulator.lifecycle import StartStop
 from airflow_provider_crun.testing.emulator.server import EmulatorHTTPServer
 from airflow_provider_crun.testing.emulator.state import EmulatorState
 
 
-class CrunEmulator(EmulatorControls):
+class CrunEmulator(EmulatorControls, StartStop):
     """
     A Crun API emulator serving HTTP on a daemon thread; use it as a context manager.
 
@@ -47,14 +48,6 @@ class CrunEmulator(EmulatorControls):
         self,
         api_key: str | Sequence[str] = "test-key",
         *,
-        credits: float = 1000,
-        detection_cost: float = 1,
-        task_cost: float = 6,
-        detect_delays: tuple[float, float] = (0.2, 0.2),
-        task_delays: tuple[float, float] = (0.2, 0.5),
-        detect_ttl: float = 3600.0,
-        default_faces: int = 2,
-        seed: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Iterable[FaultRule] = (),
@@ -63,23 +56,12 @@ class CrunEmulator(EmulatorControls):
         clock: Callable[[], float] | None = None,
         public_url: str | None = None,
         callback_timeout: float = 5.0,
-        large_result_bytes: int | None = None,
+        **options: Unpack[StateOptions],
     ) -> None:
         self._clock = clock or time.monotonic
-        self.state = EmulatorState(
-            api_key,
-            credits=credits,
-            detection_cost=detection_cost,
-            task_cost=task_cost,
-            detect_delays=detect_delays,
-            task_delays=task_delays,
-            detect_ttl=detect_ttl,
-            default_faces=default_faces,
-            seed=seed,
-            clock=self._clock,
-            large_result_bytes=large_result_bytes,
-        )
-        self.faults = FaultInjector(faults, seed=seed)
+        self.state = EmulatorState(api_key, clock=self._clock, **options)
+        # The same seed drives ids and probabilistic faults, so a seeded run repeats exactly.
+        self.faults = FaultInjector(faults, seed=options.get("seed"))
         self._host = host
         self._port = port
         self._retry_after = retry_after
@@ -125,17 +107,6 @@ class CrunEmulator(EmulatorControls):
             self._thread.join(5.0)
             self._thread = None
         self._callbacks.stop()
-
-    def __enter__(self) -> CrunEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------------------------------
     # Addresses

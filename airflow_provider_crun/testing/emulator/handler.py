@@ -77,30 +77,6 @@ class CrunRequestHandler(BaseHTTPRequestHandler):
         super().setup()
         self._first_request = True
 
-    def do_GET(self) -> None:
-        """Handle GET."""
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        """Handle POST."""
-        self._handle("POST")
-
-    def do_HEAD(self) -> None:
-        """Handle HEAD (headers of a GET, without the body)."""
-        self._handle("HEAD")
-
-    def do_PUT(self) -> None:
-        """Handle PUT."""
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        """Handle DELETE."""
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:
-        """Handle PATCH."""
-        self._handle("PATCH")
-
     # ---------------------------------------------------------------------------------------
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -175,7 +151,9 @@ class CrunRequestHandler(BaseHTTPRequestHandler):
     def _send_error(self, error: ApiError) -> None:
         self._send_json(error.code, envelope(error.code, None, error.message))
 
-    def _handle(self, method: str) -> None:
+    def handle_method(self) -> None:
+        """Handle one request, whatever its method; the routes decide which methods they accept."""
+        method = self.command
         try:
             url = urlsplit(self.path)
             try:
@@ -210,6 +188,10 @@ class CrunRequestHandler(BaseHTTPRequestHandler):
             self._send_json(500, envelope(500))
         finally:
             self._first_request = False
+
+    # BaseHTTPRequestHandler looks up ``do_<METHOD>``: every method goes the same way, so unknown
+    # paths get the API's JSON 404 rather than the standard library's HTML 501.
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = handle_method
 
     # ---------------------------------------------------------------------------------------
     # API

@@ -12,11 +12,11 @@ import threading
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from airflow_provider_crun.testing.emulator import urls
 from airflow_provider_crun.testing.emulator.faults import FaultRule
+from airflow_provider_crun.testing.emulator.lifecycle import StartStop
 from airflow_provider_crun.testing.emulator.model import key_fingerprint
 
 URL_LINE_PREFIX = "CRUN_EMULATOR_URL="
@@ -25,7 +25,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class EmulatorProcess:
+class EmulatorProcess(StartStop):
     """
     ``python -m airflow_provider_crun.testing.emulator`` in a child process.
 
@@ -140,17 +140,6 @@ class EmulatorProcess:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-
-    def __enter__(self) -> EmulatorProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------------------------------
     # Admin client

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import string
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from airflow_provider_crun.testing.emulator import media, urls, views
 from airflow_provider_crun.testing.emulator.base import StateBase
@@ -33,6 +34,7 @@ DETECTION_FAILED = "face detection failed"
 NO_FACE = "no face detected"
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
+_Job = TypeVar("_Job", Detection, Task)
 
 
 class EmulatorState(StateBase):
@@ -93,13 +95,7 @@ class EmulatorState(StateBase):
 
     def detection_result(self, api_key: str, detect_task_id: str | None) -> dict[str, Any]:
         """``GET /client/job/detect-face-result`` data."""
-        self.authenticate(api_key)
-        if not detect_task_id:
-            raise ApiError(422, "detect_task_id is required")
-        with self._lock:
-            detection = self._detections.get(detect_task_id)
-        if detection is None or detection.owner != api_key:
-            raise ApiError(404, "detect task not found")
+        detection = self._owned(api_key, self._detections, "detect_task_id", detect_task_id, "detect task")
         return views.detection_data(detection, self.clock(), self.base_url)
 
     def _usable_detection(self, api_key: str, detect_id: str) -> Detection:
@@ -113,6 +109,19 @@ class EmulatorState(StateBase):
         if now >= detection.created + self.detect_ttl:
             raise ApiError(422, "detect_id expired")
         return detection
+
+    def _owned(
+        self, api_key: str, table: Mapping[str, _Job], id_name: str, job_id: str | None, what: str
+    ) -> _Job:
+        # Another key's job answers 404 like a missing one, so ids never reveal other accounts.
+        self.authenticate(api_key)
+        if not job_id:
+            raise ApiError(422, f"{id_name} is required")
+        with self._lock:
+            job = table.get(job_id)
+        if job is None or job.owner != api_key:
+            raise ApiError(404, f"{what} not found")
+        return job
 
     # ---------------------------------------------------------------------------------------
     # Tasks
@@ -166,13 +175,7 @@ class EmulatorState(StateBase):
 
     def task_info(self, api_key: str, task_id: str | None) -> dict[str, Any]:
         """``GET /client/job/TaskInfo`` data."""
-        self.authenticate(api_key)
-        if not task_id:
-            raise ApiError(422, "task_id is required")
-        with self._lock:
-            task = self._tasks.get(task_id)
-        if task is None or task.owner != api_key:
-            raise ApiError(404, "task not found")
+        task = self._owned(api_key, self._tasks, "task_id", task_id, "task")
         return views.task_data(task, self.clock(), self.base_url)
 
     def callback_payload(self, task_id: str) -> dict[str, Any]:

@@ -11,6 +11,11 @@ from airflow_provider_crun.testing.emulator.model import Detection, Task, number
 PROVIDER_NAME = "crun-emulator"
 
 
+def _unfinished_status(now: float, second_at: float, statuses: tuple[str, str]) -> str:
+    """The status of a job that is not done at ``now``: the first one until ``second_at``."""
+    return statuses[0] if now < second_at else statuses[1]
+
+
 def detection_data(detection: Detection, now: float, base_url: str) -> dict[str, Any]:
     """``GET /client/job/detect-face-result`` data of ``detection`` at time ``now``."""
     data: dict[str, Any] = {
@@ -19,10 +24,8 @@ def detection_data(detection: Detection, now: float, base_url: str) -> dict[str,
         "error": None,
         "result": None,
     }
-    if now < detection.processing_at:
-        return data
     if now < detection.done_at:
-        data["status"] = "processing"
+        data["status"] = _unfinished_status(now, detection.processing_at, ("starting", "processing"))
         return data
     if detection.error is not None:
         data.update(status="failed", error=detection.error)
@@ -62,10 +65,8 @@ def task_data(task: Task, now: float, base_url: str) -> dict[str, Any]:
         "complete_at": None,
         "source": "api",
     }
-    if now < task.running_at:
-        return data
     if now < task.done_at:
-        data["status"] = "running"
+        data["status"] = _unfinished_status(now, task.running_at, ("pending", "running"))
         return data
     if task.error is not None:
         data["status"] = "failed"

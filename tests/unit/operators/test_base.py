@@ -142,12 +142,12 @@ def test_nothing_stored_creates_and_stores_the_fingerprint_before_the_id(
 
     assert posts(requests_mock) == 1
     assert outcome_id(outcome) == NEW
-    # The id goes last: a stored id always has its fingerprint next to it.
-    assert store.writes == [("crun_task_id_fingerprint", FINGERPRINT), ("crun_task_id", NEW)]
+    # The id goes first: it alone makes a retry reattach, and an id without a fingerprint is honoured.
+    assert store.writes == [("crun_task_id", NEW), ("crun_task_id_fingerprint", FINGERPRINT)]
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["blocking", "deferrable"])
-def test_nothing_stored_detection_stores_its_submission_time_before_the_id(
+def test_nothing_stored_detection_stores_its_id_then_fingerprint_and_submission_time(
     requests_mock: Any, deferrable: bool
 ) -> None:
     requests_mock.post(DETECT, **ok({"detect_task_id": "dit_new"}))
@@ -160,7 +160,7 @@ def test_nothing_stored_detection_stores_its_submission_time_before_the_id(
     )
 
     keys = [key for key, _ in store.writes]
-    assert keys == [DETECT_SUBMITTED_AT_KEY, "detect_task_id_fingerprint", "detect_task_id"]
+    assert keys == ["detect_task_id", "detect_task_id_fingerprint", DETECT_SUBMITTED_AT_KEY]
     assert datetime.fromisoformat(store.values[DETECT_SUBMITTED_AT_KEY]) >= before
     assert store.values["detect_task_id_fingerprint"] == calls.detect_faces_request(IMAGE).fingerprint
 
@@ -591,3 +591,64 @@ def test_hook_is_built_on_first_use_with_the_operator_connection() -> None:
 
     assert "hook" not in vars(operator)
     assert operator.hook.crun_conn_id == "crun_other"
+
+
+# --------------------------------------------------------------------------------------------
+# The store write that keeps a retry from paying twice
+
+
+class FlakyStore(FakeTaskStateStore):
+    """A store whose first ``failures`` writes fail, as task_state_store does when the API server is slow."""
+
+    def __init__(self, failures: int, failing_key: str | None = None) -> None:
+        super().__init__()
+        self.failures = failures
+        self.failing_key = failing_key
+
+    def set(self, key: str, value: Any) -> None:
+        if self.failures and (self.failing_key in (None, key)):
+            self.failures -= 1
+            raise RuntimeError("API_SERVER_ERROR ReadTimeout")
+        super().set(key, value)
+
+
+@pytest.mark.parametrize("mode", ["blocking", "deferrable", "submit-only"])
+def test_a_failed_id_write_is_tried_again_so_the_retry_reattaches(
+    requests_mock: Any, no_backoff: list[float], mode: str
+) -> None:
+    requests_mock.post(CREATE, **ok({"task_id": NEW}))
+    mock_task(requests_mock, NEW, ok(task_data("success", task_id=NEW)))
+    store = FlakyStore(failures=2, failing_key="crun_task_id")
+
+    run(create_operator(mode), make_context(store))
+    run(create_operator(mode), make_context(store))
+
+    assert store.values["crun_task_id"] == NEW
+    assert posts(requests_mock) == 1
+    assert no_backoff == [1, 2]
+
+
+def test_an_id_that_cannot_be_stored_fails_the_task_without_a_retry_naming_the_job(
+    requests_mock: Any, no_backoff: list[float]
+) -> None:
+    requests_mock.post(CREATE, **ok({"task_id": NEW}))
+    store = FlakyStore(failures=99, failing_key="crun_task_id")
+
+    with pytest.raises(AirflowFailException, match=rf"Created Crun task {NEW}, but could not store its id"):
+        run(create_operator(), make_context(store))
+    assert posts(requests_mock) == 1
+
+
+def test_a_failed_fingerprint_write_is_logged_and_the_id_still_reattaches(
+    requests_mock: Any, no_backoff: list[float]
+) -> None:
+    requests_mock.post(CREATE, **ok({"task_id": NEW}))
+    mock_task(requests_mock, NEW, ok(task_data("success", task_id=NEW)))
+    store = FlakyStore(failures=1, failing_key="crun_task_id_fingerprint")
+
+    run(create_operator(), make_context(store))
+    second = run(create_operator(), make_context(store))
+
+    assert "crun_task_id_fingerprint" not in store.values
+    assert outcome_id(second) == NEW
+    assert posts(requests_mock) == 1
