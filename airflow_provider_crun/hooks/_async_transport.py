@@ -111,11 +111,13 @@ def tls_context(ca_bundle: str) -> ssl.SSLContext:
 
 def client_timeout(settings: CrunConnectionSettings) -> aiohttp.ClientTimeout:
     """``timeout`` to connect and between reads, like ``requests``; twice that in all."""
-    return aiohttp.ClientTimeout(
-        total=settings.timeout * TOTAL_TIMEOUT_FACTOR,
-        connect=settings.timeout,
-        sock_read=settings.timeout,
-    )
+    return _client_timeout(settings.timeout)
+
+
+@functools.lru_cache(maxsize=16)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    # Cached: one immutable object per distinct timeout, not one per poll.
+    return aiohttp.ClientTimeout(total=seconds * TOTAL_TIMEOUT_FACTOR, connect=seconds, sock_read=seconds)
 
 
 async def send_once(

@@ -111,6 +111,12 @@ def _new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=False)
 
 
+def held_session(base_url: str) -> aiohttp.ClientSession | None:
+    """The open shared session for the running loop and ``base_url`` while a lease holds it."""
+    lease = _sessions.get(asyncio.get_running_loop(), {}).get(base_url)
+    return lease.session if lease is not None and lease.holders and not lease.session.closed else None
+
+
 @asynccontextmanager
 async def leased_session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     """

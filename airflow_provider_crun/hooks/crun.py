@@ -21,7 +21,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow_provider_crun.exceptions import CrunConfigError, airflow_error
 from airflow_provider_crun.hooks import _async_transport, _sync_transport
 from airflow_provider_crun.hooks._clock import SYSTEM_CLOCK, Clock
-from airflow_provider_crun.hooks._session_pool import leased_session
+from airflow_provider_crun.hooks._session_pool import held_session, leased_session
 from airflow_provider_crun.protocol import calls, envelope, errors, jobs, retry, watch
 from airflow_provider_crun.protocol.settings import CrunConnectionSettings, connection_settings
 
@@ -269,13 +269,19 @@ class CrunHook(BaseHook):
     async def aget_job(self, kind: jobs.JobKind, job_id: str) -> dict[str, Any]:
         """Read a task or detection with exactly one HTTP attempt."""
         conn_settings = await self.aget_settings()
-        with self._as_airflow_errors():
+        try:
             if conn_settings.ca_bundle and self._tls is None:
                 self._tls = await asyncio.to_thread(_async_transport.tls_context, conn_settings.ca_bundle)
-            async with leased_session(conn_settings.base_url) as session:
-                data = await _async_transport.send_once(
-                    session, conn_settings, kind.status_request(job_id), self._tls
-                )
+            request = kind.status_request(job_id)
+            # Inside async_session() (every trigger poll) the held lease's session is reused as it is.
+            session = held_session(conn_settings.base_url)
+            if session is not None:
+                data = await _async_transport.send_once(session, conn_settings, request, self._tls)
+            else:
+                async with leased_session(conn_settings.base_url) as session:
+                    data = await _async_transport.send_once(session, conn_settings, request, self._tls)
+        except errors.CrunProtocolError as error:
+            raise airflow_error(type(error).from_fields(self.redact(error.fields()))) from None
         return data or {}
 
     async def aget_task(self, task_id: str) -> dict[str, Any]:

@@ -29,6 +29,10 @@ def _seconds(value: Any) -> float | None:
     return float(value)
 
 
+#: Every protocol error class by its ``kind``: how an event's error fields find their class.
+ERRORS_BY_KIND: dict[str, type[CrunProtocolError]] = {}
+
+
 class CrunProtocolError(Exception):
     """
     Base of every error the protocol layer raises.
@@ -38,6 +42,15 @@ class CrunProtocolError(Exception):
 
     kind: ClassVar[str] = "error"
     permanent: ClassVar[bool] = False
+    #: Attributes carried in :meth:`fields` besides kind, message and permanence.
+    extra_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Only this module's classes: the Airflow twins in exceptions.py reuse their kinds.
+        if cls.__module__ == __name__:
+            assert cls.kind not in ERRORS_BY_KIND, f"two error classes of kind {cls.kind!r}"
+            ERRORS_BY_KIND[cls.kind] = cls
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,12 +58,16 @@ class CrunProtocolError(Exception):
 
     def fields(self) -> dict[str, Any]:
         """This error as plain JSON values; :func:`error_from_fields` rebuilds it."""
-        return {"kind": self.kind, "message": self.message, "permanent": self.permanent}
+        extra = {name: getattr(self, name) for name in self.extra_fields}
+        return {"kind": self.kind, "message": self.message, "permanent": self.permanent, **extra}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> CrunProtocolError:
         """Rebuild an error of this class from :meth:`fields`."""
         return cls(str(fields.get("message") or "no message"))
+
+
+ERRORS_BY_KIND[CrunProtocolError.kind] = CrunProtocolError
 
 
 class ConfigError(CrunProtocolError):
@@ -76,14 +93,11 @@ class TransportError(CrunProtocolError):
     """
 
     kind = "transport"
+    extra_fields: ClassVar[tuple[str, ...]] = ("request_sent",)
 
     def __init__(self, message: str, *, request_sent: bool) -> None:
         super().__init__(message)
         self.request_sent = request_sent
-
-    def fields(self) -> dict[str, Any]:
-        """Also carries ``request_sent``."""
-        return {**super().fields(), "request_sent": self.request_sent}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> TransportError:
@@ -102,6 +116,7 @@ class ApiError(CrunProtocolError):
     """
 
     kind = "api"
+    extra_fields: ClassVar[tuple[str, ...]] = ("code", "http_status", "retry_after")
 
     def __init__(
         self, code: int, message: str, *, http_status: int | None = None, retry_after: float | None = None
@@ -111,15 +126,6 @@ class ApiError(CrunProtocolError):
         self.code = code
         self.http_status = http_status if http_status is not None else code
         self.retry_after = retry_after
-
-    def fields(self) -> dict[str, Any]:
-        """Also carries the code, the HTTP status and ``Retry-After``."""
-        return {
-            **super().fields(),
-            "code": self.code,
-            "http_status": self.http_status,
-            "retry_after": self.retry_after,
-        }
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> ApiError:
@@ -228,15 +234,12 @@ class JobFailedError(CrunProtocolError):
     """
 
     kind = "job_failed"
+    extra_fields: ClassVar[tuple[str, ...]] = ("job_id",)
     permanent = True
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
-
-    def fields(self) -> dict[str, Any]:
-        """Also carries the job id."""
-        return {**super().fields(), "job_id": self.job_id}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> JobFailedError:
@@ -253,15 +256,12 @@ class JobTimeoutError(JobFailedError):
     """
 
     kind = "timeout"
+    extra_fields: ClassVar[tuple[str, ...]] = ("job_id", "limit")
     permanent = False
 
     def __init__(self, message: str, *, job_id: str | None = None, limit: str = "timeout") -> None:
         super().__init__(message, job_id=job_id)
         self.limit = limit
-
-    def fields(self) -> dict[str, Any]:
-        """Also carries which limit expired."""
-        return {**super().fields(), "limit": self.limit}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> JobTimeoutError:
@@ -284,33 +284,6 @@ class CreationUnknownError(CrunProtocolError):
 
     kind = "creation_unknown"
     permanent = True
-
-
-ERRORS_BY_KIND: dict[str, type[CrunProtocolError]] = {
-    cls.kind: cls
-    for cls in (
-        CrunProtocolError,
-        ConfigError,
-        InputError,
-        TransportError,
-        ApiError,
-        ClientError,
-        AuthError,
-        InsufficientCreditsError,
-        NotFoundError,
-        ValidationError,
-        RateLimitError,
-        ServiceUnavailableError,
-        ServerError,
-        GenerationFailedError,
-        FeatureDisabledError,
-        MalformedResponseError,
-        RedirectError,
-        JobFailedError,
-        JobTimeoutError,
-        CreationUnknownError,
-    )
-}
 
 
 def error_from_fields(fields: Any) -> CrunProtocolError:

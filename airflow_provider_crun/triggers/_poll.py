@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from airflow_provider_crun.hooks._async_transport import TOTAL_TIMEOUT_FACTOR
 from airflow_provider_crun.hooks._clock import Clock
 from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.protocol import errors, retry, watch
@@ -51,9 +52,14 @@ async def watch_job(
     last_error: errors.CrunProtocolError | None = None
     async with hook.async_session():
         while True:
+            remaining = deadline - clock.time()
             try:
-                async with asyncio.timeout(max(deadline - clock.time(), watch.LAST_POLL_GRACE_SECONDS)):
+                if remaining > conn.timeout * TOTAL_TIMEOUT_FACTOR:
+                    # The request's own timeout ends it well before the deadline.
                     data = await hook.aget_job(kind, job_id)
+                else:
+                    async with asyncio.timeout(max(remaining, watch.LAST_POLL_GRACE_SECONDS)):
+                        data = await hook.aget_job(kind, job_id)
             except TimeoutError:
                 raise job_watch.timed_out(deadline, limit, last_error) from None
             except errors.CrunProtocolError as error:

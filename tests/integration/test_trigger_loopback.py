@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,7 @@ from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.triggers.crun import CrunFaceDetectionTrigger, CrunTaskTrigger
 from tests.conftest import TEST_API_KEY
 from tests.support.crun_answers import detection_data, task_data
+from tests.support.loop_guard import guarded
 from tests.support.scripted_server import ScriptedServer, ok
 
 pytestmark = pytest.mark.integration
@@ -39,16 +39,12 @@ def blocking_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Make every synchronous I/O entry point the triggers could reach fail, and record it."""
     calls: list[str] = []
 
-    def forbid(name: str) -> Callable[..., Any]:
-        def forbidden(*args: Any, **kwargs: Any) -> Any:
-            calls.append(name)
-            raise AssertionError(f"{name} called inside a trigger's run()")
-
-        return forbidden
-
-    monkeypatch.setattr(CrunHook, "get_connection", classmethod(forbid("CrunHook.get_connection")))
-    monkeypatch.setattr(requests.Session, "request", forbid("requests.Session.request"))
-    monkeypatch.setattr(time, "sleep", forbid("time.sleep"))
+    lookup = guarded("CrunHook.get_connection", CrunHook.get_connection, calls)
+    monkeypatch.setattr(CrunHook, "get_connection", classmethod(lambda cls, *a, **k: lookup(*a, **k)))
+    monkeypatch.setattr(
+        requests.Session, "request", guarded("requests.Session.request", requests.Session.request, calls)
+    )
+    monkeypatch.setattr(time, "sleep", guarded("time.sleep", time.sleep, calls))
     return calls
 
 

@@ -55,6 +55,7 @@ from tests.support.crun_answers import (
     task_data,
 )
 from tests.support.fakes import FakeClock
+from tests.support.loop_guard import guarded
 from tests.support.scripted_server import ScriptedServer, fail
 from tests.support.scripted_server import ok as served
 
@@ -872,13 +873,12 @@ class TestSecrecy:
 
 
 @pytest.fixture
-def no_sync_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The async path must never use the blocking connection lookup."""
-
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("sync get_connection called from async code")
-
-    monkeypatch.setattr(CrunHook, "get_connection", classmethod(forbidden))
+def no_sync_lookup(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The async path never runs the blocking connection lookup on the event loop."""
+    calls: list[str] = []
+    lookup = guarded("CrunHook.get_connection", CrunHook.get_connection, calls)
+    monkeypatch.setattr(CrunHook, "get_connection", classmethod(lambda cls, *a, **k: lookup(*a, **k)))
+    return calls
 
 
 @pytest.mark.usefixtures("no_sync_lookup")

@@ -103,7 +103,10 @@ def test_serialize_returns_exactly_the_constructor_arguments(trigger_cls: type, 
 
 @KINDS
 def test_serialize_of_the_defaults_round_trips_through_serde(trigger_cls: type, id_key: str) -> None:
-    from airflow.sdk import serde
+    try:
+        from airflow.sdk import serde
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization import serde  # type: ignore[no-redef]
 
     classpath, kwargs = trigger_cls("job-1", deadline=1_800_000_000).serialize()
 
