@@ -155,6 +155,8 @@ def test_the_swap_stores_one_object_and_its_retry_stores_no_second(
         "credits": swap["credits"],
         "image_url": image_url,
         "face_ids": [1],
+        # The stored path has no connection id; a reader of the event opens it with this one.
+        "conn_id": moto_s3.conn_id,
     }
     assert swap["credits"] == 6
 
