@@ -217,7 +217,8 @@ def call(
             request.name,
             retry_state.attempt_number,
             settings.max_retries + 1,
-            error,
+            # Crun may echo the key back in a message; this line is logged before the hook masks it.
+            str(error).replace(settings.api_key, "***") if settings.api_key else error,
             wait,
         )
 

@@ -463,3 +463,24 @@ def test_a_read_is_retried_even_after_it_was_written(
     with pytest.raises(errors.TransportError):
         _sync_transport.call(session, settings(), READ, clock=clock, log=LOG)
     assert adapter.call_count == 4
+
+
+def test_a_retry_announcement_masks_a_key_crun_echoed(
+    mock_session: tuple[requests.Session, requests_mock.Adapter],
+    clock: RecordingClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session, adapter = mock_session
+    echoed = {"code": 429, "message": f"slow down, key {API_KEY}", "data": None}
+    success = {"code": 200, "message": "success", "data": {"status": "running"}}
+    adapter.register_uri(
+        "GET", BASE_URL + READ.path, [{"status_code": 429, "json": echoed}, {"json": success}]
+    )
+    log = logging.getLogger("crun.test.announce")
+
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        _sync_transport.call(session, settings(), READ, clock=clock, log=log)
+
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert "slow down, key ***" in line
+    assert API_KEY not in line
