@@ -125,12 +125,14 @@ async def send_once(
     settings: CrunConnectionSettings,
     request: calls.CrunRequest,
     tls: ssl.SSLContext | None = None,
+    proxy_environment: tuple[str | None, ...] | None = None,
 ) -> dict[str, Any] | None:
     """
     One exchange: send, read, parse.
 
     :param tls: The context from :func:`tls_context` when the connection names a ``ca_bundle``;
         build it off the event loop (it reads the bundle).
+    :param proxy_environment: The shared session's, or ``None`` to read the environment now.
 
     :raises errors.TransportError: below the API, with ``request_sent`` set.
     :raises errors.ApiError: Crun's answer was an error.
@@ -140,12 +142,12 @@ async def send_once(
         async with session.request(
             request.method,
             url,
-            params=dict(request.params) if request.params else None,
+            params=request.params,
             json=request.body,
             headers=calls.request_headers(settings.api_key),
             timeout=client_timeout(settings),
             allow_redirects=False,
-            proxy=proxy_for(url, settings.proxy),
+            proxy=proxy_for(url, settings.proxy, proxy_environment),
             ssl=tls if tls is not None else True,
         ) as response:
             body = await response.read()

@@ -16,9 +16,9 @@ import functools
 import os
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,7 +31,9 @@ CONNECTION_LIMIT = 100
 KEEPALIVE_SECONDS = 60.0
 
 
-def proxy_for(url: str, explicit: str | None) -> str | None:
+def proxy_for(
+    url: str, explicit: str | None, environment: tuple[str | None, ...] | None = None
+) -> str | None:
     """
     The proxy a Crun call to ``url`` goes through, or ``None`` for a direct connection.
 
@@ -56,12 +58,23 @@ def proxy_for(url: str, explicit: str | None) -> str | None:
 
     :param url: The full request URL.
     :param explicit: The connection's ``proxy`` extra, if set.
+    :param environment: The :func:`proxy_environment` to apply; read now when ``None``. A shared
+        session passes the one read when it opened.
     """
     if explicit:
         return explicit
-    # Read only the variables the rule depends on: urllib's own lookup walks the whole
-    # environment, which on every poll of a thousand triggers was most of their CPU.
-    return _environment_proxy_for(url, tuple(os.environ.get(name) for name in PROXY_VARIABLES))
+    return _environment_proxy_for(url, proxy_environment() if environment is None else environment)
+
+
+def proxy_environment() -> tuple[str | None, ...]:
+    """
+    The values of the variables the proxy rule depends on, in :data:`PROXY_VARIABLES` order.
+
+    Only these are read: urllib's own lookup walks the whole environment, which on every poll of
+    a thousand triggers was most of their CPU. Even these seven lookups cost about as much as a
+    tenth of a poll, so a shared session reads them once, when it opens.
+    """
+    return tuple(os.environ.get(name) for name in PROXY_VARIABLES)
 
 
 # What urllib.request.getproxies() / proxy_bypass() read for http(s); REQUEST_METHOD makes it
@@ -77,26 +90,52 @@ PROXY_VARIABLES = (
 )
 
 
+# NO_PROXY matching exactly as urllib (and so aiohttp) does it; typeshed does not declare it.
+_bypass: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+
 @functools.lru_cache(maxsize=256)
 def _environment_proxy_for(url: str, environment: tuple[str | None, ...]) -> str | None:
-    """:func:`proxy_for` without an explicit proxy; ``environment`` keys the cache."""
+    """:func:`proxy_for` without an explicit proxy, from the :func:`proxy_environment` given."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         return None
-    proxy = urllib.request.getproxies().get(scheme)
-    if not proxy or urllib.request.proxy_bypass(parts.hostname):
+    values = dict(zip(PROXY_VARIABLES, environment, strict=True))
+    proxy = _variable(values, scheme)
+    no_proxy = _variable(values, "no")
+    if not proxy or (no_proxy and _bypass(parts.hostname, {"no": no_proxy})):
         return None
     return proxy
 
 
+def _variable(values: dict[str, str | None], prefix: str) -> str | None:
+    """``<prefix>_proxy`` as :func:`urllib.request.getproxies_environment` resolves it."""
+    lower = values.get(f"{prefix}_proxy")
+    if lower is not None:
+        # Set, even empty, the lower-case name decides.
+        return lower or None
+    if prefix == "http" and values.get("REQUEST_METHOD") is not None:
+        # CVE-2016-1000110: in a CGI process HTTP_PROXY may come from a client's "Proxy:" header.
+        return None
+    return values.get(f"{prefix.upper()}_PROXY") or None
+
+
 @dataclass
-class _Lease:
+class SessionLease:
+    """
+    A shared session, how many hold it, and the proxy environment read when it opened.
+
+    A triggerer's environment does not change while it runs; a session opened later (after
+    every trigger of a base URL finished) reads it again.
+    """
+
     session: aiohttp.ClientSession
+    proxy_environment: tuple[str | None, ...] = field(default_factory=proxy_environment)
     holders: int = 0
 
 
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Lease]] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SessionLease]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -111,12 +150,6 @@ def _new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=False)
 
 
-def held_session(base_url: str) -> aiohttp.ClientSession | None:
-    """The open shared session for the running loop and ``base_url`` while a lease holds it."""
-    lease = _sessions.get(asyncio.get_running_loop(), {}).get(base_url)
-    return lease.session if lease is not None and lease.holders and not lease.session.closed else None
-
-
 @asynccontextmanager
 async def leased_session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     """
@@ -124,14 +157,21 @@ async def leased_session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
 
     :param base_url: The versioned API base URL; one session per distinct value.
     """
+    async with hold_lease(base_url) as lease:
+        yield lease.session
+
+
+@asynccontextmanager
+async def hold_lease(base_url: str) -> AsyncIterator[SessionLease]:
+    """:func:`leased_session`, yielding the lease: the session and its proxy environment."""
     loop = asyncio.get_running_loop()
     by_url = _sessions.setdefault(loop, {})
     lease = by_url.get(base_url)
     if lease is None or lease.session.closed:
-        lease = by_url[base_url] = _Lease(_new_session())
+        lease = by_url[base_url] = SessionLease(_new_session())
     lease.holders += 1
     try:
-        yield lease.session
+        yield lease
     finally:
         lease.holders -= 1
         if lease.holders == 0 and by_url.get(base_url) is lease:

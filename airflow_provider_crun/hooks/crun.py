@@ -19,11 +19,12 @@ from airflow.providers.common.compat.connection import get_async_connection, get
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_crun.exceptions import CrunConfigError, airflow_error
-from airflow_provider_crun.hooks import _async_transport, _sync_transport
+from airflow_provider_crun.hooks import _async_transport, _connection_check, _connection_form, _sync_transport
 from airflow_provider_crun.hooks._clock import SYSTEM_CLOCK, Clock
-from airflow_provider_crun.hooks._session_pool import held_session, leased_session
+from airflow_provider_crun.hooks._session_pool import SessionLease, hold_lease
+from airflow_provider_crun.hooks._settings_cache import shared_settings
 from airflow_provider_crun.protocol import calls, envelope, errors, jobs, retry, watch
-from airflow_provider_crun.protocol.settings import CrunConnectionSettings, connection_settings
+from airflow_provider_crun.protocol.settings import CrunConnectionSettings, connection_settings, mask_secret
 
 
 class CrunHook(BaseHook):
@@ -45,6 +46,9 @@ class CrunHook(BaseHook):
     default_conn_name = "crun_default"
     conn_type = "crun"
     hook_name = "Crun"
+    # Airflow 3.1 reads only these; 3.2+ reads conn-fields from the provider info and skips them.
+    get_connection_form_widgets = staticmethod(_connection_form.connection_form_widgets)
+    get_ui_field_behaviour = staticmethod(_connection_form.ui_field_behaviour)
 
     def __init__(
         self, crun_conn_id: str = default_conn_name, *, clock: Clock = SYSTEM_CLOCK, **kwargs: Any
@@ -55,6 +59,8 @@ class CrunHook(BaseHook):
         self._settings: CrunConnectionSettings | None = None
         self._http: requests.Session | None = None
         self._tls: ssl.SSLContext | None = None
+        # Inside async_session(): the lease this hook holds, found once rather than on every poll.
+        self._lease: SessionLease | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(crun_conn_id={self.crun_conn_id!r})"
@@ -72,16 +78,7 @@ class CrunHook(BaseHook):
 
     def redact(self, value: Any) -> Any:
         """``value`` (text, or JSON-like data) with this connection's API key masked, if it slipped in."""
-        key = self._settings.api_key if self._settings else ""
-        if not key:
-            return value
-        if isinstance(value, str):
-            return value.replace(key, "***")
-        if isinstance(value, dict):
-            return {name: self.redact(item) for name, item in value.items()}
-        if isinstance(value, list):
-            return [self.redact(item) for item in value]
-        return value
+        return mask_secret(value, self._settings.api_key if self._settings else "")
 
     # ----------------------------------------------------------------------------------------
     # Connection
@@ -107,11 +104,19 @@ class CrunHook(BaseHook):
         return self._settings
 
     async def aget_settings(self) -> CrunConnectionSettings:
-        """The validated connection, read without blocking the event loop."""
+        """
+        The validated connection, read without blocking the event loop.
+
+        Triggers that start together share one lookup per connection id (see
+        :mod:`~airflow_provider_crun.hooks._settings_cache`).
+        """
         if self._settings is None:
-            conn = await get_async_connection(self.crun_conn_id, hook=self)
-            self._settings = self._validated(conn, await get_async_extra_dejson(conn))
+            self._settings = await shared_settings(self.crun_conn_id, self._alook_up)
         return self._settings
+
+    async def _alook_up(self) -> CrunConnectionSettings:
+        conn = await get_async_connection(self.crun_conn_id, hook=self)
+        return self._validated(conn, await get_async_extra_dejson(conn))
 
     # ----------------------------------------------------------------------------------------
     # Sync calls (tenacity owns their retries)
@@ -191,12 +196,12 @@ class CrunHook(BaseHook):
             return envelope.require_number(self._call(request), "balance", request.name)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key with the free balance call; never raises."""
+        """One free balance call (at most 5 s, no retry); one line names the cause. Never raises."""
         try:
-            balance = self.get_balance()
+            conn = self.get_connection(self.crun_conn_id)
         except Exception as error:
             return False, str(error)
-        return True, f"Connected to Crun at {self.settings.base_url}; balance: {balance:g} credits."
+        return _connection_check.check_connection(conn, self.http)
 
     def wait_for_job(
         self,
@@ -263,23 +268,31 @@ class CrunHook(BaseHook):
         session closes once no trigger in the event loop needs it.
         """
         conn_settings = await self.aget_settings()
-        async with leased_session(conn_settings.base_url):
-            yield
+        async with hold_lease(conn_settings.base_url) as lease:
+            outer, self._lease = self._lease, lease
+            try:
+                yield
+            finally:
+                self._lease = outer
 
     async def aget_job(self, kind: jobs.JobKind, job_id: str) -> dict[str, Any]:
         """Read a task or detection with exactly one HTTP attempt."""
-        conn_settings = await self.aget_settings()
+        conn_settings = self._settings or await self.aget_settings()
         try:
             if conn_settings.ca_bundle and self._tls is None:
                 self._tls = await asyncio.to_thread(_async_transport.tls_context, conn_settings.ca_bundle)
             request = kind.status_request(job_id)
             # Inside async_session() (every trigger poll) the held lease's session is reused as it is.
-            session = held_session(conn_settings.base_url)
-            if session is not None:
-                data = await _async_transport.send_once(session, conn_settings, request, self._tls)
+            lease = self._lease
+            if lease is not None and not lease.session.closed:
+                data = await _async_transport.send_once(
+                    lease.session, conn_settings, request, self._tls, lease.proxy_environment
+                )
             else:
-                async with leased_session(conn_settings.base_url) as session:
-                    data = await _async_transport.send_once(session, conn_settings, request, self._tls)
+                async with hold_lease(conn_settings.base_url) as lease:
+                    data = await _async_transport.send_once(
+                        lease.session, conn_settings, request, self._tls, lease.proxy_environment
+                    )
         except errors.CrunProtocolError as error:
             raise airflow_error(type(error).from_fields(self.redact(error.fields()))) from None
         return data or {}

@@ -15,14 +15,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow.providers.common.compat.sdk import AirflowException
+
 from airflow_provider_crun.exceptions import (
+    CrunCreationUnknownError,
     CrunGenerationFailedError,
     CrunJobNotStoredError,
     CrunNotFoundError,
     airflow_error,
 )
 from airflow_provider_crun.protocol import errors, jobs
-from airflow_provider_crun.protocol.resume import Resume, StoredJob, decide
+from airflow_provider_crun.protocol.resume import CreationIntent, Resume, StoredJob, decide
 
 # Tries of the one store write that keeps a retry from paying twice.
 STORE_ATTEMPTS = 3
@@ -95,8 +98,17 @@ class DurableJobMixin:
                 stored.job_id,
                 _why_not_reused(decision, stored, request.fingerprint, read),
             )
+        self._refuse_unfinished_creation(store, stored, request)
         self._check_before_create(context)
-        job_id = self.hook.submit(request)
+        intent = CreationIntent(request.fingerprint, stored.job_id if stored else None)
+        self._write_retried(store, self._intent_key, intent.to_json(), before_creating=True)
+        try:
+            job_id = self.hook.submit(request)
+        except Exception:
+            # The call ended in this try: whatever it did, the error says so, and a later try must
+            # not take the intent for a call that was lost with its try.
+            self._withdraw_intent(store)
+            raise
         self._job_id = job_id
         self.log.info("Created Crun %s %s.", self.kind.label, job_id)
         if store is not None:
@@ -108,35 +120,85 @@ class DurableJobMixin:
         """
         Store a new job: its id first, because the id alone makes a retry reattach.
 
-        The fingerprint and the extras follow; a retry honours an id stored without them. The
-        store is an API call that can fail under load, so the id write is tried a few times.
-
-        :raises CrunJobNotStoredError: the id could not be stored. An Airflow retry would not find
-            the job and would pay for another, so the task fails without one.
+        The fingerprint and the extras follow; a retry honours an id stored without them.
         """
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                store.set(self.kind.id_key, job_id)
-                break
-            except Exception as error:
-                if attempt == STORE_ATTEMPTS:
-                    raise CrunJobNotStoredError(
-                        f"Created Crun {self.kind.label} {job_id}, but could not store its id in "
-                        f"task_state_store ({type(error).__name__}: {error}). A retry would not find it and "
-                        f"would pay for another, so this task is not retried. Crun {self.kind.label} "
-                        f"{job_id} keeps running; look it up by its id."
-                    ) from error
-                self.log.warning("Storing the Crun %s id failed (%s); trying again.", self.kind.label, error)
-                self.hook.clock.sleep(attempt)
+        self._write_retried(store, self.kind.id_key, job_id)
         for key, value in {self._fingerprint_key: fingerprint, **self._state_to_store()}.items():
             try:
                 store.set(key, value)
             except Exception as error:
                 self.log.warning("Could not store %s (%s); a retry still reattaches by the id.", key, error)
 
+    def _write_retried(self, store: Any, key: str, value: Any, *, before_creating: bool = False) -> None:
+        """
+        One store write that keeps a retry from paying twice, tried a few times.
+
+        The store is an API call that can fail under load.
+
+        :raises AirflowException: the creation intent could not be stored; nothing was created, so
+            an Airflow retry is safe.
+        :raises CrunJobNotStoredError: a new job's id could not be stored. An Airflow retry would
+            not find the job and would pay for another, so the task fails without one.
+        """
+        if store is None:
+            return
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                store.set(key, value)
+                return
+            except Exception as error:
+                if attempt < STORE_ATTEMPTS:
+                    self.log.warning("Storing %s failed (%s); trying again.", key, error)
+                    self.hook.clock.sleep(attempt)
+                    continue
+                if before_creating:
+                    raise AirflowException(
+                        f"Could not store {key} in task_state_store ({type(error).__name__}: {error}), "
+                        f"so no Crun {self.kind.label} was created; a retry may create it."
+                    ) from error
+                raise CrunJobNotStoredError(
+                    f"Created Crun {self.kind.label} {value}, but could not store its id in "
+                    f"task_state_store ({type(error).__name__}: {error}). A retry would not find it and "
+                    f"would pay for another, so this task is not retried. Crun {self.kind.label} "
+                    f"{value} keeps running; look it up by its id."
+                ) from error
+
+    def _refuse_unfinished_creation(self, store: Any, stored: StoredJob | None, request: CrunRequest) -> None:
+        """
+        Fail, without a retry, when an earlier try was lost while sending this same creation call.
+
+        The intent is withdrawn first: the user who checked Crun and clears the task decides
+        that a new job may be created.
+
+        :raises CrunCreationUnknownError: an earlier try may have created a job whose id is lost.
+        """
+        intent = CreationIntent.from_json(store.get(self._intent_key)) if store is not None else None
+        if intent is None or not intent.unfinished(stored, request.fingerprint):
+            return
+        self._withdraw_intent(store)
+        raise CrunCreationUnknownError(
+            f"An earlier try of this task ended while its Crun {request.name} call was in flight (its "
+            "worker was lost, or it timed out), so the request may have reached Crun and created a "
+            f"billed {self.kind.label} whose id was never stored. Crun has no idempotency key, so it is "
+            "not sent again and this task is not retried. Check your Crun account, then clear the task "
+            "to create a new one."
+        )
+
+    def _withdraw_intent(self, store: Any) -> None:
+        if store is None:
+            return
+        try:
+            store.delete(self._intent_key)
+        except Exception as error:
+            self.log.warning("Could not withdraw %s (%s).", self._intent_key, error)
+
     @property
     def _fingerprint_key(self) -> str:
         return f"{self.kind.id_key}_fingerprint"
+
+    @property
+    def _intent_key(self) -> str:
+        return f"{self.kind.id_key}_creating"
 
     def _judge(
         self, context: Context, stored: StoredJob, fingerprint: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ class CrunRequest:
     creates_billable: bool = False
     id_field: str | None = None
 
-    @property
+    @functools.cached_property
     def description(self) -> str:
         """The call and the job it is about, for messages: ``"TaskInfo task_12345678"``."""
         subject = next(iter(self.params.values()), "") if self.params else ""

@@ -85,6 +85,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    # Read only for an error: a thousand pollers' successful answers need no header scan.
+    return parse_retry_after(_header(headers, "Retry-After"))
+
+
 def parse_response(
     status: int, body: bytes, headers: Mapping[str, str], *, call: str = "Crun"
 ) -> dict[str, Any] | None:
@@ -99,7 +104,6 @@ def parse_response(
     :returns: The envelope's ``data``: a dict, or ``None``.
     :raises errors.ApiError: a subclass chosen by :data:`ERROR_CLASSES`.
     """
-    retry_after = parse_retry_after(_header(headers, "Retry-After"))
     if 300 <= status < 400:
         target = _hostname(_header(headers, "Location") or "") or "an unknown location"
         raise errors.RedirectError(
@@ -115,14 +119,16 @@ def parse_response(
     if not isinstance(code, int) or isinstance(code, bool):
         description = f"{call}: HTTP {status} with a body that is not a Crun envelope: {snippet(body)!r}"
         if status >= 400:
-            raise error_for_code(status, description, http_status=status, retry_after=retry_after)
+            raise error_for_code(status, description, http_status=status, retry_after=_retry_after(headers))
         raise errors.MalformedResponseError(status, description, http_status=status)
     assert isinstance(envelope, dict)
     message = str(envelope.get("message") or "")
     if status >= 400 and code == SUCCESS_CODE:
         code = status
     if code != SUCCESS_CODE:
-        raise error_for_code(code, message or f"HTTP {status}", http_status=status, retry_after=retry_after)
+        raise error_for_code(
+            code, message or f"HTTP {status}", http_status=status, retry_after=_retry_after(headers)
+        )
     data = envelope.get("data")
     if data is not None and not isinstance(data, dict):
         raise errors.MalformedResponseError(

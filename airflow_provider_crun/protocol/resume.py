@@ -67,3 +67,40 @@ def decide(read: JobRead | None) -> Resume:
     if read.phase is JobPhase.FAILED:
         return Resume.FAILED
     return Resume.WAIT
+
+
+@dataclass(frozen=True)
+class CreationIntent:
+    """
+    Written to the store just before a creation call, and withdrawn if the call creates nothing.
+
+    A try killed while its creation call is in flight (a worker lost, ``execution_timeout``) leaves
+    it behind without a new id. Crun has no idempotency key, so the next try must not send the
+    call again: it may have created, and billed, a job nobody knows the id of.
+
+    :param fingerprint: The fingerprint of the request about to be sent.
+    :param replaces: The id stored when the call was made (a failed or changed job), or ``None``.
+    """
+
+    fingerprint: str
+    replaces: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"fingerprint": self.fingerprint, "replaces": self.replaces}
+
+    @classmethod
+    def from_json(cls, value: object) -> CreationIntent | None:
+        """The intent a store holds, or ``None`` for nothing (or anything this release did not write)."""
+        if not isinstance(value, dict) or not isinstance(value.get("fingerprint"), str):
+            return None
+        replaces = value.get("replaces")
+        return cls(value["fingerprint"], replaces if isinstance(replaces, str) else None)
+
+    def unfinished(self, stored: StoredJob | None, fingerprint: str) -> bool:
+        """
+        Whether this intent is a creation of the same request that never stored its id.
+
+        Once the call's id is stored, the store holds that id rather than :attr:`replaces`.
+        """
+        stored_id = stored.job_id if stored is not None else None
+        return self.fingerprint == fingerprint and self.replaces == stored_id

@@ -156,3 +156,16 @@ def connection_settings(
         min_balance=_optional_number_extra(extra, "min_balance", minimum=0),
         ca_bundle=str(extra["ca_bundle"]) if extra.get("ca_bundle") else None,
     )
+
+
+def mask_secret(value: Any, secret: str) -> Any:
+    """``value`` (text, or JSON-like data) with every occurrence of ``secret`` replaced by ``***``."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, dict):
+        return {name: mask_secret(item, secret) for name, item in value.items()}
+    if isinstance(value, list):
+        return [mask_secret(item, secret) for item in value]
+    return value

@@ -375,3 +375,25 @@ def test_snapshot_reset_and_fingerprints(state: EmulatorState, clock: ManualCloc
     state.reset()
     assert state.snapshot()["detections"] == 0
     assert state.get_balance(KEY) == 100
+
+
+def test_snapshot_reports_the_peak_of_jobs_in_flight(state: EmulatorState, clock: ManualClock) -> None:
+    """Tasks last 4 s here: three started 1 s apart overlap; one started after they end does not."""
+    result = _ready_detection(state, clock)
+    for gap in (0.0, 1.0, 1.0, 6.0):
+        clock.advance(gap)
+        state.create_task(KEY, _multi_body(result))
+
+    snapshot = state.snapshot()
+
+    assert snapshot["peak_tasks_in_flight"] == 3
+    assert snapshot["peak_detections_in_flight"] == 1
+
+
+def test_a_job_ending_as_another_starts_does_not_overlap(state: EmulatorState, clock: ManualClock) -> None:
+    result = _ready_detection(state, clock)
+    state.create_task(KEY, _multi_body(result))
+    clock.advance(4.0)
+    state.create_task(KEY, _multi_body(result))
+
+    assert state.snapshot()["peak_tasks_in_flight"] == 1

@@ -25,6 +25,7 @@ class FakeTaskStateStore:
 
     def __init__(self, **values: Any) -> None:
         self.values = dict(values)
+        #: Every ``set`` as ``(key, value)``, and every ``delete`` as ``(key, None)``.
         self.writes: list[tuple[str, Any]] = []
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -34,6 +35,10 @@ class FakeTaskStateStore:
         assert value is not None
         self.values[key] = value
         self.writes.append((key, value))
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+        self.writes.append((key, None))
 
 
 def make_context(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
@@ -136,6 +136,9 @@ class StateBase:
                 "balances": {key_fingerprint(k): number(v) for k, v in self._balances.items()},
                 "tasks": len(self._tasks),
                 "detections": len(self._detections),
+                # Crun's own concurrency: the most jobs of each kind between creation and their end.
+                "peak_tasks_in_flight": peak_overlap(self._tasks.values()),
+                "peak_detections_in_flight": peak_overlap(self._detections.values()),
             }
 
     # ---------------------------------------------------------------------------------------
@@ -198,3 +201,13 @@ class StateBase:
             candidate = prefix + "".join(self._rng.choice(alphabet) for _ in range(length))
             if candidate not in taken:
                 return candidate
+
+
+def peak_overlap(jobs: Iterable[Any]) -> int:
+    """The most jobs whose ``[created, done_at)`` spans overlap at one moment."""
+    edges = sorted(edge for job in jobs for edge in ((job.created, 1), (job.done_at, -1)))
+    peak = current = 0
+    for _, step in edges:  # at equal times an end (-1) sorts before a start: they do not overlap
+        current += step
+        peak = max(peak, current)
+    return peak

@@ -184,49 +184,6 @@ class TestCalls:
         assert CrunHook().get_balance() == 5.0
 
 
-class TestConnectionTest:
-    def test_success_names_the_base_url_and_the_balance(self, hook: CrunHook, requests_mock: Mocker) -> None:
-        requests_mock.get(BALANCE, **ok({"balance": 990}))
-
-        assert hook.test_connection() == (
-            True,
-            "Connected to Crun at http://127.0.0.1:8089/api/v1; balance: 990 credits.",
-        )
-
-    @pytest.mark.parametrize(
-        ("answer", "fragment"),
-        [
-            (api_error(401), "401"),
-            ({"exc": requests.ConnectTimeout}, "ConnectTimeout"),
-            ({"text": "<html>not crun</html>"}, "not a Crun envelope"),
-        ],
-        ids=["bad-key", "unreachable", "not-crun"],
-    )
-    def test_failure_is_reported_not_raised(
-        self,
-        hook: CrunHook,
-        requests_mock: Mocker,
-        no_backoff: list[float],
-        answer: dict[str, Any],
-        fragment: str,
-    ) -> None:
-        requests_mock.get(BALANCE, **answer)
-
-        healthy, message = hook.test_connection()
-
-        assert healthy is False
-        assert fragment in message
-        assert TEST_API_KEY not in message
-
-    def test_missing_key_is_reported_not_raised(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(api_key=None))
-
-        healthy, message = CrunHook().test_connection()
-
-        assert healthy is False
-        assert "'crun_default' has no API key" in message
-
-
 # --------------------------------------------------------------------------------------------
 # Errors: every Crun answer raises its Airflow twin
 

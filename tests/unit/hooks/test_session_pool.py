@@ -11,7 +11,12 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from airflow_provider_crun.hooks import _session_pool
-from airflow_provider_crun.hooks._session_pool import leased_session, open_session_count, proxy_for
+from airflow_provider_crun.hooks._session_pool import (
+    hold_lease,
+    leased_session,
+    open_session_count,
+    proxy_for,
+)
 
 BASE = "https://api.crun.ai/api/v1"
 OTHER = "https://eu.api.crun.ai/api/v1"
@@ -189,3 +194,20 @@ def test_the_documented_rule(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert proxy_for(url, None) == expected
+
+
+async def test_a_shared_session_reads_the_proxy_environment_once_when_it_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thousand pollers share one read of the environment; the next session reads it again."""
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy-one:3128")
+    async with hold_lease(BASE) as lease:
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy-two:3128")
+        held = lease.proxy_environment
+    async with hold_lease(BASE) as reopened:
+        fresh = reopened.proxy_environment
+
+    url = "https://api.crun.example/api/v1/client/job/TaskInfo"
+    assert proxy_for(url, None, held) == "http://proxy-one:3128"
+    assert proxy_for(url, None, fresh) == "http://proxy-two:3128"

@@ -142,8 +142,13 @@ def test_nothing_stored_creates_and_stores_the_fingerprint_before_the_id(
 
     assert posts(requests_mock) == 1
     assert outcome_id(outcome) == NEW
-    # The id goes first: it alone makes a retry reattach, and an id without a fingerprint is honoured.
-    assert store.writes == [("crun_task_id", NEW), ("crun_task_id_fingerprint", FINGERPRINT)]
+    # The creation intent precedes the call; then the id goes first: it alone makes a retry
+    # reattach, and an id without a fingerprint is honoured.
+    assert store.writes == [
+        ("crun_task_id_creating", {"fingerprint": FINGERPRINT, "replaces": None}),
+        ("crun_task_id", NEW),
+        ("crun_task_id_fingerprint", FINGERPRINT),
+    ]
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["blocking", "deferrable"])
@@ -160,7 +165,12 @@ def test_nothing_stored_detection_stores_its_id_then_fingerprint_and_submission_
     )
 
     keys = [key for key, _ in store.writes]
-    assert keys == ["detect_task_id", "detect_task_id_fingerprint", DETECT_SUBMITTED_AT_KEY]
+    assert keys == [
+        "detect_task_id_creating",
+        "detect_task_id",
+        "detect_task_id_fingerprint",
+        DETECT_SUBMITTED_AT_KEY,
+    ]
     assert datetime.fromisoformat(store.values[DETECT_SUBMITTED_AT_KEY]) >= before
     assert store.values["detect_task_id_fingerprint"] == calls.detect_faces_request(IMAGE).fingerprint
 
@@ -257,7 +267,11 @@ def test_stored_job_that_cannot_deliver_is_replaced(
     assert posts(requests_mock) == 1
     assert reads_of(requests_mock, OLD) == 1
     assert outcome_id(outcome) == NEW
-    assert store.values == {"crun_task_id": NEW, "crun_task_id_fingerprint": FINGERPRINT}
+    assert store.values == {
+        "crun_task_id": NEW,
+        "crun_task_id_fingerprint": FINGERPRINT,
+        "crun_task_id_creating": {"fingerprint": FINGERPRINT, "replaces": OLD},
+    }
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -276,7 +290,11 @@ def test_stored_job_with_another_fingerprint_warns_once_then_creates_anew(
     assert posts(requests_mock) == 1
     assert reads_of(requests_mock, OLD) == 0  # a job made for another request is not even read
     assert outcome_id(outcome) == NEW
-    assert store.values == {"crun_task_id": NEW, "crun_task_id_fingerprint": FINGERPRINT}
+    assert store.values == {
+        "crun_task_id": NEW,
+        "crun_task_id_fingerprint": FINGERPRINT,
+        "crun_task_id_creating": {"fingerprint": FINGERPRINT, "replaces": OLD},
+    }
     lines = capsys.readouterr().out.splitlines()
     naming_both = [line for line in lines if OTHER_FINGERPRINT in line and FINGERPRINT in line]
     assert len(naming_both) == 1

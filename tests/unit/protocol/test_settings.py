@@ -232,3 +232,22 @@ class TestProxyExtra:
         with pytest.raises(ConfigError, match="'proxy' must be an http") as raised:
             connection(proxy="http://user:pw-secret@[proxy")
         assert "pw-secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("key sk-123 echoed", "key *** echoed"),
+        ({"message": "bad sk-123", "code": 401}, {"message": "bad ***", "code": 401}),
+        (["sk-123", {"nested": ["x sk-123"]}], ["***", {"nested": ["x ***"]}]),
+        (401, 401),
+    ],
+    ids=["text", "dict", "nested list", "number untouched"],
+)
+def test_mask_secret(value: object, masked: object) -> None:
+    assert settings.mask_secret(value, "sk-123") == masked
+
+
+def test_mask_secret_without_a_secret_returns_the_value_itself() -> None:
+    value = {"message": "anything"}
+    assert settings.mask_secret(value, "") is value
