@@ -1,5 +1,7 @@
 """
-What a finished Crun task leaves behind in the user's world: stored files, asset events, lineage.
+What a finished Crun task leaves behind in the user's world: stored files and asset events.
+
+Its lineage is built by :mod:`airflow_provider_crun.openlineage.facets`, from :func:`urls_in`.
 
 .. seealso:: :ref:`howto/storage`
 """
@@ -92,42 +94,6 @@ def emit_asset_events(
         elif isinstance(outlet, Asset):
             event_extra: dict[str, Any] = {**extra, "stored_paths": stored_paths}
             events[outlet].extra.update(event_extra)
-
-
-def _dataset_of(uri: str) -> tuple[str, str]:
-    """An OpenLineage ``(namespace, name)`` for a URL or a storage URI."""
-    parts = urlsplit(uri)
-    if parts.scheme in ("", "file"):
-        return "file", parts.path or uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}", parts.path.lstrip("/") or "/"
-
-
-def lineage(
-    *, inputs: Iterable[str], outputs: Iterable[str], crun_task_id: str | None, model: str, credits: Any
-) -> Any:
-    """
-    An ``OperatorLineage``: the source image and the face targets in, the stored files out, and a
-    run facet naming the Crun task. The OpenLineage provider is imported here, so it stays optional.
-    """
-    import attrs
-    from airflow.providers.common.compat.openlineage.facet import Dataset, RunFacet
-    from airflow.providers.openlineage.extractors import OperatorLineage
-
-    @attrs.define
-    class CrunRunFacet(RunFacet):
-        """The Crun task behind this run."""
-
-        crun_task_id: str | None = None
-        model: str | None = None
-        credits: float | None = None
-
-    return OperatorLineage(
-        inputs=[Dataset(*_dataset_of(uri)) for uri in dict.fromkeys(inputs)],
-        outputs=[Dataset(*_dataset_of(uri)) for uri in dict.fromkeys(outputs)],
-        run_facets={"crun": CrunRunFacet(crun_task_id=crun_task_id, model=model, credits=credits)},
-    )
 
 
 def urls_in(value: Any) -> list[str]:

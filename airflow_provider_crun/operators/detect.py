@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow_provider_crun.exceptions import CrunJobFailedError
+from airflow_provider_crun.operators import _outputs
 from airflow_provider_crun.operators._base import CrunJobOperator
 from airflow_provider_crun.operators._validation import require_http_url
 from airflow_provider_crun.operators.task import check_literal_url
@@ -67,6 +68,7 @@ class CrunDetectFacesOperator(CrunJobOperator):
         super().__init__(timeout=timeout, **kwargs)
         self.image_url = image_url
         self._submitted_at: datetime | None = None
+        self._detection_seen: CrunDetectionResult | None = None
         check_literal_url("image_url", image_url)
 
     def _creation_request(self, context: Context) -> calls.CrunRequest:
@@ -136,12 +138,41 @@ class CrunDetectFacesOperator(CrunJobOperator):
                 image_url,
                 job_id,
             )
-        return CrunDetectionResult(
+        self._detection_seen = CrunDetectionResult(
             detect_id=str(result["detect_id"]),
             detect_task_id=job_id,
             image_url=image_url,
             faces=faces,
             expires_at=expires_at.isoformat(),
+        )
+        return self._detection_seen
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The image in, the detected faces' crops out, and the detection as a run facet."""
+        from airflow_provider_crun.openlineage.facets import detection_lineage
+
+        seen = self._detection_seen
+        if seen is None:
+            return self.get_openlineage_facets_on_failure(task_instance)
+        return detection_lineage(
+            image_url=seen["image_url"],
+            face_links=[face["link"] for face in seen["faces"]],
+            detect_task_id=seen["detect_task_id"],
+            detect_id=seen["detect_id"],
+            face_count=len(seen["faces"]),
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """The image, and the detection when one was created or reattached."""
+        from airflow_provider_crun.openlineage.facets import detection_lineage
+
+        sources = _outputs.urls_in(self.image_url)
+        return detection_lineage(
+            image_url=sources[0] if sources else None,
+            face_links=[],
+            detect_task_id=self._job_id,
+            detect_id=None,
+            face_count=None,
         )
 
 

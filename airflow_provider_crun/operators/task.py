@@ -199,8 +199,10 @@ class CrunTaskOperatorBase(CrunJobOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Source image and face targets in, stored files out, and the Crun task as a run facet."""
+        from airflow_provider_crun.openlineage.facets import task_lineage
+
         seen = self._outcome_seen
-        return _outputs.lineage(
+        return task_lineage(
             inputs=self._lineage_sources(),
             outputs=seen.get("stored_paths") or [],
             crun_task_id=seen.get("crun_task_id") or self._job_id,
@@ -210,7 +212,9 @@ class CrunTaskOperatorBase(CrunJobOperator):
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """The inputs, and the Crun task when one was created or reattached."""
-        return _outputs.lineage(
+        from airflow_provider_crun.openlineage.facets import task_lineage
+
+        return task_lineage(
             inputs=self._lineage_sources(),
             outputs=[],
             crun_task_id=self._job_id,

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 from airflow_provider_crun.testing.emulator import EmulatorProcess, changed_faces, input_png
 from tests.e2e.harness import AirflowApi
 from tests.e2e.scenarios import REJECTION_KINDS
+from tests.support.s3 import MotoS3
 
 #: The tasks of every swap DAG of the suite, and of the multi-face-swap example.
 SWAP_FLOW = ("detect_faces", "swap_faces", "report")
@@ -40,6 +41,18 @@ def local_file(uri: str) -> Path:
     parts = urlsplit(uri)
     assert parts.scheme == "file", f"not a local file URI: {uri!r}"
     return Path(parts.path)
+
+
+def s3_folder(s3: MotoS3, bucket: str, prefix: str) -> str:
+    """The ``output_path`` of a run storing under ``prefix`` in ``bucket``, with the suite's connection."""
+    return f"s3://{s3.conn_id}@{bucket}/{prefix.strip('/')}/"
+
+
+def s3_key(uri: str, bucket: str) -> str:
+    """The key of an ``s3://bucket/key`` URI the operator returned; it names ``bucket``, no connection."""
+    parts = urlsplit(uri)
+    assert (parts.scheme, parts.netloc) == ("s3", bucket), f"not an object of bucket {bucket!r}: {uri!r}"
+    return parts.path.lstrip("/")
 
 
 def sent_task_input(emulator: EmulatorProcess, crun_task_id: str) -> dict[str, Any]:
@@ -130,9 +143,9 @@ def faults_injected(state: Mapping[str, Any]) -> int:
     return sum(int(count) for count in state.get("faults_fired", {}).values())
 
 
-def swapped_faces(result_uri: str, image_name: str, face_count: int) -> list[int]:
-    """Face ids whose region differs between the emulator's input image and the stored result."""
-    return changed_faces(input_png(image_name, face_count), local_file(result_uri).read_bytes(), face_count)
+def swapped_faces(result: bytes, image_name: str, face_count: int) -> list[int]:
+    """Face ids whose region differs between the emulator's input image and the stored ``result``."""
+    return changed_faces(input_png(image_name, face_count), result, face_count)
 
 
 def log_of(

@@ -5,6 +5,9 @@ One Airflow deployment serves every end-to-end test; it starts on first use, so 
 e2e"`` never pays for it. Scenario figures are printed at the end of the session and written to
 ``.e2e-results/last_results.json`` at the repository root (not tracked), or to the path in the
 ``CRUN_E2E_RESULTS`` environment variable.
+
+Results are stored in S3: moto's server on loopback (:mod:`tests.support.s3`), which every
+component reaches through the ``aws`` connection :data:`S3_CONN_ID`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pytest
 from airflow_provider_crun.testing.emulator import EmulatorProcess
 from tests.e2e import scenarios
 from tests.e2e.harness import AirflowDeployment, exit_on_sigterm
+from tests.support.s3 import OFFLINE_AWS_ENV, MotoS3, aws_connection_json, moto_s3_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -39,6 +43,8 @@ DEFAULT_RESULTS_FILE = REPO / ".e2e-results" / "last_results.json"
 MANIFEST_NAME = "e2e_dags.json"
 # The secret audit makes its own activity, and also audits what the other scenarios left: last.
 RUN_LAST = ("test_secret_audit.py",)
+#: The ``aws`` connection of every component, to the suite's moto S3 server.
+S3_CONN_ID = "aws_e2e"
 
 _RESULTS: dict[str, Any] = {}
 _SESSION: dict[str, float] = {}
@@ -146,11 +152,12 @@ class TriggerSampler:
 
 @dataclass
 class E2E:
-    """Everything a scenario needs: the deployment, the emulators by connection id, the figures."""
+    """Everything a scenario needs: the deployment, the emulators by connection id, S3, the figures."""
 
     airflow: AirflowDeployment
     emulators: dict[str, EmulatorProcess]
     triggers: TriggerSampler
+    s3: MotoS3
     results: dict[str, Any] = field(default_factory=lambda: _RESULTS)
 
     @property
@@ -223,11 +230,14 @@ def _start_emulators(stack: ExitStack) -> dict[str, EmulatorProcess]:
     return processes
 
 
-def _component_env(emulators: Mapping[str, EmulatorProcess]) -> dict[str, str]:
+def _component_env(emulators: Mapping[str, EmulatorProcess], s3: MotoS3) -> dict[str, str]:
     env = {
         f"AIRFLOW_CONN_{backend.conn_id.upper()}": _connection(emulators[backend.conn_id].url, backend)
         for backend in scenarios.BACKENDS
     }
+    # Results go to the moto S3 server; botocore must never look past it for credentials.
+    env[f"AIRFLOW_CONN_{s3.conn_id.upper()}"] = aws_connection_json(s3.endpoint_url)
+    env.update(OFFLINE_AWS_ENV)
     # The example DAGs build their default image URLs from this.
     env["CRUN_EXAMPLE_MEDIA_BASE"] = emulators[scenarios.DEFAULT.conn_id].url
     return env
@@ -245,9 +255,10 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     with ExitStack() as stack:
         stack.callback(exit_on_sigterm())
         emulators = _start_emulators(stack)
+        s3 = stack.enter_context(moto_s3_server(S3_CONN_ID))
         home = Path(tempfile.mkdtemp(prefix="crun-e2e-airflow-"))
         dag_files = [*sorted((REPO / "example_dags").glob("*.py")), *sorted((HERE / "dags").glob("*.py"))]
-        airflow = AirflowDeployment(home=home, dag_files=dag_files, extra_env=_component_env(emulators))
+        airflow = AirflowDeployment(home=home, dag_files=dag_files, extra_env=_component_env(emulators, s3))
         manifest = [dag.manifest_entry() for dag in scenarios.SWAP_DAGS]
         (airflow.dags_folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
         stack.callback(airflow.stop_all)
@@ -265,7 +276,7 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
         _SESSION["started"] = started
         print(f"\nAirflow home: {home} (component logs in {airflow.component_log_dir})")
         failures_before = request.session.testsfailed
-        yield E2E(airflow, emulators, sampler)
+        yield E2E(airflow, emulators, sampler, s3)
     _SESSION["total_s"] = round(time.monotonic() - started, 1)
     # Kept for a look at the logs when something failed, or when CRUN_E2E_KEEP_HOME is set.
     if request.session.testsfailed == failures_before and not os.environ.get("CRUN_E2E_KEEP_HOME"):

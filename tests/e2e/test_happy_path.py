@@ -1,16 +1,16 @@
 """
 (a) The multi-face swap, deferrable (the example DAG) and blocking, on a real Airflow.
 
-The swap stores its result into the run's own folder; the stored file must differ from the input
-in the swapped face only. The example DAG's swap announces the stored file as an event of the
-``crun_face_swaps`` asset, and the scheduler then runs ``example_crun_use_swapped_image``, which
-reads the file back.
+The swap stores its result in S3 (the suite's moto server), in a bucket of the run's own; the
+bucket must then hold exactly one object, which differs from the input in the swapped face only.
+The example DAG's swap announces the stored file as an event of the ``crun_face_swaps`` asset,
+and the scheduler then runs ``example_crun_use_swapped_image``, which reads the object back from
+S3 through the connection the event names.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +24,9 @@ from tests.e2e.checks import (
     airflow_defer_races,
     all_success,
     by_task,
-    local_file,
-    output_folder,
+    s3_folder,
+    s3_key,
     sent_task_input,
-    stored_uri,
     swapped_faces,
     task_states,
     unexplained_retries,
@@ -53,16 +52,18 @@ SLOW_TASK = "4,4"  # seconds pending, running
         pytest.param(scenarios.BLOCKING_HAPPY.dag_id, False, id="blocking-variant"),
     ],
 )
-def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, deferrable: bool) -> None:
+def test_multi_face_swap(e2e: E2E, describe: Any, dag_id: str, deferrable: bool) -> None:
     emulator = e2e.emulator(scenarios.DEFAULT.conn_id)
     # Counters only: the emulator keeps its tasks, so task ids never repeat within the session.
     emulator.reset()
     balance = emulator.balance()
     image_name = f"team-{dag_id}"
+    bucket = e2e.s3.create_bucket()
+    prefix = f"happy/{dag_id}"
     conf = {
         "image_url": e2e.media_url(scenarios.DEFAULT.conn_id, image_name, FACE_COUNT),
         "faces": {str(SWAPPED_FACE): e2e.media_url(scenarios.DEFAULT.conn_id, "new-face", 1)},
-        "output_path": output_folder(tmp_path),
+        "output_path": s3_folder(e2e.s3, bucket, prefix),
     }
     started = time.monotonic()
     run_id = e2e.api.trigger(dag_id, conf)
@@ -89,11 +90,15 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
     assert swap["credits"] == 6
     assert swap["duration_s"] > 0
     assert swap["media_urls"] == [f"{emulator.url}/media/results/{swap['crun_task_id']}.png"]
-    stored = stored_uri(tmp_path, swap["crun_task_id"])
+    # The stored URI names the bucket, never the connection (nor its keys).
+    stored = f"s3://{bucket}/{prefix}/{swap['crun_task_id']}_0.png"
     assert swap["stored_paths"] == [stored]
-    assert local_file(stored).is_file()
+    objects = e2e.s3.objects(bucket)
+    assert list(objects) == [s3_key(stored, bucket)], "not exactly one object for the one swap"
+    assert e2e.s3.multipart_uploads(bucket) == []
     # Only the requested face changed: the others were sent with their own detected crop.
-    assert swapped_faces(stored, image_name, FACE_COUNT) == [SWAPPED_FACE]
+    result = e2e.s3.read(bucket, s3_key(stored, bucket))
+    assert swapped_faces(result, image_name, FACE_COUNT) == [SWAPPED_FACE]
     assert reported["crun_task_id"] == swap["crun_task_id"]
     assert reported["stored_paths"] == [stored]
 
@@ -126,7 +131,7 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
         assert task_triggers == []
     figures: dict[str, Any] = {}
     if dag_id == "example_crun_multi_face_swap":
-        figures = consumer_run_figures(e2e, stored, swap["crun_task_id"])
+        figures = consumer_run_figures(e2e, stored, swap["crun_task_id"], len(result))
     swap_ti = by_task(tis)["swap_faces"]
     e2e.record(
         f"happy_path_{'deferrable' if deferrable else 'blocking'}",
@@ -137,14 +142,17 @@ def test_multi_face_swap(e2e: E2E, describe: Any, tmp_path: Path, dag_id: str, d
         tasks_created=state["tasks_created"],
         task_info_polls=counts["TaskInfo"],
         swap_duration_s=swap_ti["duration"],
+        s3_objects=len(objects),
+        s3_bytes=sum(objects.values()),
         wall_s=wall,
         **figures,
     )
 
 
-def consumer_run_figures(e2e: E2E, stored: str, crun_task_id: str) -> dict[str, Any]:
+def consumer_run_figures(e2e: E2E, stored: str, crun_task_id: str, size: int) -> dict[str, Any]:
     """
-    Wait for the asset-triggered run of the consumer DAG that read ``stored``; check it.
+    Wait for the asset-triggered run of the consumer DAG that read ``stored`` (``size`` bytes,
+    through the connection the asset event named); check it.
 
     The run is found by what it read, so an event of another run (the other scenarios do not
     use the example DAG, but a developer's run might) cannot stand in for this one.
@@ -176,7 +184,7 @@ def consumer_run_figures(e2e: E2E, stored: str, crun_task_id: str) -> dict[str, 
             "path": stored,
             "crun_task_id": crun_task_id,
             "png": True,
-            "size": local_file(stored).stat().st_size,
+            "size": size,
         }
     ]
     return {

@@ -1,8 +1,11 @@
 """
 (f) Load: the batch example mapped over 200 images, with about 5 % transient faults injected.
 
-Every result is stored into the run's own folder; the example allows four detections and four
-swaps in flight at once (``max_active_tis_per_dag``, which counts deferred task instances too).
+Every result is stored in S3 (the suite's moto server), in a bucket of the run's own, which must
+then hold exactly one object per swap. The example bounds the Crun jobs of each kind in flight
+(``max_active_tis_per_dag``, which counts deferred task instances too, 16 by default); the
+emulator's peak of jobs between creation and end must stay within it.
+``CRUN_E2E_LOAD_IMAGES`` runs a smaller batch, for a quicker check of the scenario itself.
 
 Every fault is one the provider must absorb: 429/455 rejections on the creation calls (nothing
 is created, so re-sending is safe) and 500s, malformed bodies and dropped connections on the
@@ -11,9 +14,9 @@ reads. Each rule draws from its own generator seeded by the emulator's ``--seed`
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +28,8 @@ from tests.e2e.checks import (
     airflow_defer_races,
     faults_injected,
     fired,
-    local_file,
-    output_folder,
+    s3_folder,
+    s3_key,
     unexplained_retries,
 )
 from tests.e2e.conftest import E2E
@@ -35,7 +38,9 @@ from tests.e2e.harness import process_tree_cpu
 pytestmark = pytest.mark.e2e
 
 DAG_ID = "example_crun_batch_face_swap"
-IMAGES = 200
+IMAGES = int(os.environ.get("CRUN_E2E_LOAD_IMAGES", "200"))
+# The batch example's bound on Crun jobs of each kind in flight (its CRUN_EXAMPLE_CONCURRENCY).
+IN_FLIGHT_BOUND = int(os.environ.get("CRUN_EXAMPLE_CONCURRENCY", "16"))
 # Four detections, then four swaps, in flight at once (deferred ones count), and the swaps start
 # only once every detection is done: 2 x 50 rounds of a task process, a deferral and a resume.
 RUN_TIMEOUT = 2400
@@ -58,16 +63,18 @@ def emulator_cpu(e2e: E2E) -> float:
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 120)
-def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any, tmp_path: Path) -> None:
+def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any) -> None:
     emulator = e2e.emulator(scenarios.DEFAULT.conn_id)
-    emulator.reset()
+    bucket = e2e.s3.create_bucket()
+    # Forget earlier scenarios' jobs too: the peak of jobs in flight is this batch's alone.
+    emulator.reset(everything=True)
     emulator.set_faults(FAULTS)
     base = emulator.url
     conf = {
         "image_urls": [f"{base}/media/input/load-{n:03d}.png?faces=2" for n in range(IMAGES)],
         "new_face": f"{base}/media/input/new-face.png?faces=1",
         "face_id": 0,
-        "output_path": output_folder(tmp_path),
+        "output_path": s3_folder(e2e.s3, bucket, "load"),
     }
     cpu_before = {**e2e.airflow.cpu_seconds(), "emulator": emulator_cpu(e2e)}
     started = time.monotonic()
@@ -91,13 +98,19 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any, tmp_path: P
     summary = e2e.api.xcom(DAG_ID, run_id, "summarize")
     assert summary["swapped"] == IMAGES
     assert summary["credits"] == 6 * IMAGES
-    stored = {local_file(path) for path in summary["stored_paths"]}
+    stored = {s3_key(path, bucket) for path in summary["stored_paths"]}
     assert len(stored) == IMAGES
-    # Every image once, and no second copy of one (a try killed mid-write may leave a temp file).
-    assert stored == {path for path in tmp_path.iterdir() if path.suffix == ".png"}
+    # Exactly one object per swap: every image once, no second copy, nothing half-written.
+    objects = e2e.s3.objects(bucket)
+    assert set(objects) == stored, sorted(set(objects) ^ stored)
+    assert all(size > 0 for size in objects.values()), objects
 
     state = emulator.state()
     assert state["tasks_created"] == IMAGES
+    # The example's max_active_tis_per_dag (deferred task instances count) bounds Crun's own
+    # concurrency: the most jobs between their creation and their end, as the emulator saw them.
+    assert state["peak_tasks_in_flight"] <= IN_FLIGHT_BOUND, state["peak_tasks_in_flight"]
+    assert state["peak_detections_in_flight"] <= IN_FLIGHT_BOUND, state["peak_detections_in_flight"]
     assert accepted_creates(state) == IMAGES, state
     assert state["detections_created"] == IMAGES
     injected = faults_injected(state)
@@ -106,9 +119,12 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any, tmp_path: P
         state["counts"][endpoint] for endpoint in scenarios.READ_ENDPOINTS + scenarios.CREATION_ENDPOINTS
     )
     e2e.record(
-        "load_batch_200",
+        f"load_batch_{IMAGES}",
         runs=1,
         mapped_swaps=IMAGES,
+        s3_objects=len(objects),
+        s3_bytes=sum(objects.values()),
+        s3_open_multipart_uploads=len(e2e.s3.multipart_uploads(bucket)),
         api_requests=requests,
         faults_injected=injected,
         fault_rate=round(injected / requests, 3),
@@ -116,6 +132,9 @@ def test_batch_of_200_with_transient_faults(e2e: E2E, describe: Any, tmp_path: P
         create_task_requests=state["counts"]["CreateTask"],
         create_task_rejected=fired(state, "CreateTask", scenarios.REJECTION_KINDS),
         tasks_created=state["tasks_created"],
+        in_flight_bound=IN_FLIGHT_BOUND,
+        peak_tasks_in_flight=state["peak_tasks_in_flight"],
+        peak_detections_in_flight=state["peak_detections_in_flight"],
         task_tries=dict(tries),
         airflow_defer_races=sum(races.values()),
         cpu_s_by_component=cpu,

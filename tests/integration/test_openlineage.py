@@ -62,10 +62,16 @@ CHILD = textwrap.dedent(
     import json
     import sys
 
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.providers.openlineage import conf as ol_conf
-    from airflow.sdk.listener import get_listener_manager
+    try:
+        from airflow.sdk.listener import get_listener_manager
+    except ImportError:  # Airflow 3.1: the task runner calls the core listener manager
+        from airflow.listeners.listener import get_listener_manager
     from airflow.utils.session import create_session
 
     dag_folder, dag_id, run_conf = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -241,3 +247,43 @@ def test_a_failed_swap_fail_event_names_its_inputs_and_the_failed_crun_task(
     assert emulator.state.find_task(crun_facet["crun_task_id"]) is not None  # the task Crun failed
     assert emulator.tasks_created == 1
     assert not out.exists()
+
+
+def test_the_detection_complete_event_names_the_image_the_face_crops_and_the_detection(
+    lineage_home: dict[str, str], emulator: CrunEmulator, tmp_path: Path
+) -> None:
+    from airflow_provider_crun.openlineage.facets import CrunDetectionRunFacet, CrunTaskRunFacet
+
+    image_url = emulator.input_image_url("pair", faces=2)
+    new_face = emulator.input_image_url("new-face", faces=1)
+    events_file = tmp_path / "ol.jsonl"
+
+    result = run_dag(
+        lineage_home,
+        emulator,
+        EXAMPLE_DAG_ID,
+        {"image_url": image_url, "faces": {"0": new_face}, "output_path": (tmp_path / "out").as_uri() + "/"},
+        events_file,
+    )
+
+    assert set(result["states"].values()) == {"success"}, result["states"]
+    detection = result["xcoms"]["detect_faces"]
+    [detected] = read_events(events_file, f"{EXAMPLE_DAG_ID}.detect_faces", "COMPLETE")
+    [swapped] = read_events(events_file, f"{EXAMPLE_DAG_ID}.swap_faces", "COMPLETE")
+
+    assert dataset_names(detected["inputs"]) == [http_dataset(image_url)]
+    crops = [http_dataset(face["link"]) for face in detection["faces"]]
+    assert len(crops) == 2
+    assert dataset_names(detected["outputs"]) == crops
+    facet = detected["run"]["facets"]["crun_detection"]
+    assert {key: facet[key] for key in ("detect_task_id", "detect_id", "face_count")} == {
+        "detect_task_id": detection["detect_task_id"],
+        "detect_id": detection["detect_id"],
+        "face_count": 2,
+    }
+    # Face 1 kept its own crop, so the graph runs image -> detection -> crop -> swap.
+    assert crops[1] in dataset_names(swapped["inputs"])
+    # Each custom facet names its own schema, which the package ships.
+    assert facet["_schemaURL"] == CrunDetectionRunFacet._get_schema()
+    assert swapped["run"]["facets"]["crun"]["_schemaURL"] == CrunTaskRunFacet._get_schema()
+    assert facet["_schemaURL"].endswith("/CrunDetectionRunFacet.json#/$defs/CrunDetectionRunFacet")

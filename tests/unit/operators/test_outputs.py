@@ -9,11 +9,7 @@ events, and the lineage names the source image, the face targets and the stored 
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -402,45 +398,6 @@ def test_urls_in(value: Any, expected: list[str]) -> None:
     assert _outputs.urls_in(value) == expected
 
 
-DATASETS = {
-    "https: host, path without its slash": (
-        "https://cdn.example.com/r/a.png",
-        ("https://cdn.example.com", "r/a.png"),
-    ),
-    "http with a port, query dropped": (
-        "http://127.0.0.1:8089/media/input/group.png?faces=3",
-        ("http://127.0.0.1:8089", "media/input/group.png"),
-    ),
-    "credentials never reach the namespace": (
-        "https://user:secret@cdn.example.com/a.png?sig=abc",
-        ("https://cdn.example.com", "a.png"),
-    ),
-    "s3: the bucket is the namespace": ("s3://bucket/crun/task_0.png", ("s3://bucket", "crun/task_0.png")),
-    "gs: the bucket is the namespace": ("gs://bucket/task_0.png", ("gs://bucket", "task_0.png")),
-    "file URI: namespace file, absolute path": (
-        "file:///data/out/task_0.png",
-        ("file", "/data/out/task_0.png"),
-    ),
-    "plain absolute path": ("/data/out/task_0.png", ("file", "/data/out/task_0.png")),
-}
-
-
-@pytest.mark.parametrize(("uri", "dataset"), list(DATASETS.values()), ids=list(DATASETS))
-def test_lineage_dataset_namespace_and_name(uri: str, dataset: tuple[str, str]) -> None:
-    lineage = _outputs.lineage(inputs=[uri], outputs=[uri], crun_task_id=TASK_ID, model=MULTI, credits=6)
-
-    assert [(d.namespace, d.name) for d in lineage.inputs] == [dataset]
-    assert [(d.namespace, d.name) for d in lineage.outputs] == [dataset]
-
-
-def test_lineage_lists_a_repeated_input_once() -> None:
-    lineage = _outputs.lineage(
-        inputs=[IMAGE, NEW_FACE, IMAGE], outputs=[], crun_task_id=None, model=MULTI, credits=None
-    )
-
-    assert [d.name for d in lineage.inputs] == ["group.png", "new-face.jpg"]
-
-
 def crun_facet(lineage: Any) -> tuple[Any, Any, Any]:
     facet = lineage.run_facets["crun"]
     return facet.crun_task_id, facet.model, facet.credits
@@ -488,34 +445,6 @@ def test_lineage_on_failure_before_creating_names_no_task(requests_mock: Any) ->
         operator.execute(make_context())
 
     assert crun_facet(operator.get_openlineage_facets_on_failure(None)) == (None, MULTI, None)
-
-
-def test_the_openlineage_provider_is_imported_only_when_lineage_is_asked_for() -> None:
-    """Importing the operators loads no OpenLineage code (Airflow's provider discovery aside)."""
-    script = textwrap.dedent(
-        """
-        import json
-        import sys
-
-        def loaded():
-            prefixes = ("openlineage", "airflow.providers.openlineage.")
-            return sorted(m for m in sys.modules if m.startswith(prefixes))
-
-        import airflow_provider_crun.operators.crun
-        print(json.dumps(loaded()))
-        from airflow_provider_crun.operators import _outputs
-        _outputs.lineage(inputs=[], outputs=[], crun_task_id=None, model="m", credits=None)
-        print(json.dumps(loaded()))
-        """
-    )
-
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    after_import, after_lineage = (json.loads(line) for line in done.stdout.splitlines()[-2:])
-    # Airflow's provider discovery may read the provider's metadata; nothing else is loaded.
-    assert set(after_import) <= {"airflow.providers.openlineage.get_provider_info"}
-    assert "airflow.providers.openlineage.extractors" in after_lineage
 
 
 # --------------------------------------------------------------------------------------------
