@@ -4,7 +4,7 @@ Run the unit and integration tests against several Airflow and Python versions.
 
 Each cell gets a fresh venv under ``.matrix/<cell>/venv`` (deleted and rebuilt on every run; only
 pip's own download cache is reused), installs ``apache-airflow==<version>`` plus ``-e .[dev,emulator]``
-with ``-c constraints/airflow-<version>.txt``, and runs ``pytest -m "not e2e"`` there.
+with ``-c constraints/airflow-<version>.txt``, and runs ``pytest -m "not e2e and not distributed"`` there.
 
     python3.11 scripts/test_matrix.py                      # every cell this machine can run
     MATRIX_CELLS='py3.11-*' python3.11 scripts/test_matrix.py
@@ -54,7 +54,17 @@ AIRFLOW_ON_BASE_PYTHON = ["3.1.8", "3.2.2", "3.3.2"]
 NEWER_PYTHONS = ["3.12", "3.13"]
 AIRFLOW_ON_NEWER_PYTHONS = "3.3.2"
 
-PYTEST_ARGS = ["-m", "not e2e", "-q", "-p", "no:cacheprovider", "-rfE"]
+# Unit and integration only: the e2e and distributed suites need a deployment, and the cells install
+# neither the distributed extra nor its services.
+PYTEST_ARGS = [
+    "-m",
+    "not e2e and not distributed",
+    "--ignore=tests/distributed",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+    "-rfE",
+]
 
 INSTALL_TIMEOUT_S = 1800
 TEST_TIMEOUT_S = 1800

@@ -27,6 +27,26 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 
+def _text_keys(faces: Any) -> Any:
+    """
+    A ``faces`` mapping with its face-id keys as text (``{1: url}`` becomes ``{"1": url}``).
+
+    Airflow 3.1 cannot serialize a rendered template field whose mapping has int keys, and XCom
+    and Jinja turn keys into text anyway; :func:`parse_face_targets` reads both. Anything else
+    (a list, an XComArg, a template string) and a mapping whose keys would collide as text (left
+    for ``parse_face_targets`` to reject) are returned as given.
+    """
+    if not isinstance(faces, Mapping):
+        return faces
+    text_keys = {_face_key(key): target for key, target in faces.items()}
+    return text_keys if len(text_keys) == len(faces) else faces
+
+
+def _face_key(key: Any) -> Any:
+    # Only a valid face id becomes text, so an invalid key keeps its own spelling in the error.
+    return str(key) if isinstance(key, int) and not isinstance(key, bool) and key >= 0 else key
+
+
 class CrunFaceSwapOperator(CrunTaskOperatorBase):
     """
     Swap the one face of an image (model ``image-face-swap``); no detection needed.
@@ -97,7 +117,7 @@ class CrunMultiFaceSwapOperator(CrunTaskOperatorBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.faces = faces
+        self.faces = _text_keys(faces)
         self.detection = detection
         self.image_url = image_url
         self.detect_id = detect_id

@@ -82,6 +82,46 @@ def test_every_example_dag_imports_cleanly() -> None:
     assert sorted(bag.dag_ids) == sorted(EXAMPLE_DAG_IDS)
 
 
+def missing_pools(dag: Any) -> list[str]:
+    """One line per task whose pool a fresh Airflow does not have, saying how to create it."""
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        existing = set(session.scalars(select(Pool.pool)))
+    return [
+        f"{dag.dag_id}.{task.task_id} names the pool {task.pool!r}, which does not exist, so the task "
+        f"would never be scheduled: create it with `airflow pools set {task.pool} 16 'Crun jobs in "
+        "flight' --include-deferred`, or leave the task in the default pool."
+        for task in dag.tasks
+        if task.pool not in existing
+    ]
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_examples_need_no_pool_created_by_hand() -> None:
+    """A task in a missing pool waits forever in silence; a fresh Airflow runs every example as is."""
+    bag = dag_bag()
+
+    assert [line for dag_id in EXAMPLE_DAG_IDS for line in missing_pools(bag.dags[dag_id])] == []
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_missing_pool_is_caught_with_how_to_create_it() -> None:
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    with DAG("pooled", schedule=None) as dag:
+        EmptyOperator(task_id="swap", pool="crun_api")
+
+    assert missing_pools(dag) == [
+        "pooled.swap names the pool 'crun_api', which does not exist, so the task would never be "
+        "scheduled: create it with `airflow pools set crun_api 16 'Crun jobs in flight' "
+        "--include-deferred`, or leave the task in the default pool."
+    ]
+
+
 @pytest.mark.usefixtures("airflow_db")
 def test_multi_face_swap(emulator: CrunEmulator, tmp_path: Path) -> None:
     image_url = emulator.input_image_url("group", faces=3)

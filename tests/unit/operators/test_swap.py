@@ -143,6 +143,35 @@ def test_every_faces_form_gives_the_same_request(requests_mock: Any, faces: Any)
     ]
 
 
+@pytest.mark.parametrize(
+    ("faces", "kept"),
+    [
+        ({1: NEW_FACE, 0: FACE_0}, {"1": NEW_FACE, "0": FACE_0}),
+        ({"1": NEW_FACE}, {"1": NEW_FACE}),
+        ([{"face_id": 1, "target": NEW_FACE}], [{"face_id": 1, "target": NEW_FACE}]),
+        ({0: NEW_FACE, "0": FACE_0}, {0: NEW_FACE, "0": FACE_0}),
+    ],
+    ids=["int-keys-become-text", "text-keys", "api-list-as-given", "colliding-keys-as-given"],
+)
+def test_faces_mapping_keys_are_kept_as_text(faces: Any, kept: Any) -> None:
+    """Airflow 3.1 cannot store a rendered field whose mapping has int keys: JSON must round-trip it."""
+    operator = CrunMultiFaceSwapOperator(task_id="swap", detection=detection_xcom(), faces=faces)
+
+    assert operator.faces == kept
+    if not isinstance(faces, dict) or len({str(key) for key in faces}) == len(faces):
+        assert json.loads(json.dumps(operator.faces)) == operator.faces
+
+
+def test_colliding_face_ids_still_fail_before_any_request(requests_mock: Any) -> None:
+    operator = CrunMultiFaceSwapOperator(
+        task_id="swap", detection=detection_xcom(), faces={0: NEW_FACE, "0": FACE_0}
+    )
+
+    with pytest.raises(CrunInputError, match="appears more than once"):
+        operator.execute(make_context())
+    assert requests_mock.call_count == 0
+
+
 def test_swap_by_detect_id_and_image_url_sends_only_the_given_faces(requests_mock: Any) -> None:
     requests_mock.post(CREATE, **ok({"task_id": TASK_ID}))
     requests_mock.get(TASK_INFO, **ok(task_data("success")))

@@ -1,4 +1,7 @@
-"""The Airflow 3.1 connection form (hook methods) says what the declarative 3.2+ form says."""
+"""
+The Airflow 3.1 connection form (hook methods) says what the declarative 3.2+ form says, and the
+hook offers it to Airflow.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 
 from airflow_provider_crun.get_provider_info import get_provider_info
 from airflow_provider_crun.hooks import _connection_form
+from airflow_provider_crun.hooks.crun import CrunHook
 
 
 def _declared() -> dict[str, Any]:
@@ -96,3 +100,14 @@ def test_widgets_need_wtforms(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImportError) as raised:
         _connection_form.connection_form_widgets()
     assert raised.value.name == "wtforms"
+
+
+def test_the_hook_offers_the_form_to_airflow_3_1(fake_wtforms: dict[str, type]) -> None:
+    """3.1's ProvidersManager reads the methods only from the hook class's own ``__dict__``."""
+    assert "get_connection_form_widgets" in CrunHook.__dict__
+    assert "get_ui_field_behaviour" in CrunHook.__dict__
+    assert CrunHook.get_ui_field_behaviour() == _connection_form.ui_field_behaviour()
+    widgets = CrunHook.get_connection_form_widgets()
+    assert {name: widget.label for name, widget in widgets.items()} == {
+        name: spec["label"] for name, spec in _declared()["conn-fields"].items()
+    }
