@@ -6,14 +6,14 @@ INSTALLED := $(VENV)/.installed
 RELEASE_INSTALLED := $(VENV)/.installed-release
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint unit test-e2e test-matrix dist docs bench clean
+.PHONY: demo test lint unit test-e2e test-distributed test-matrix dist docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_QUIET) --upgrade pip
 
 $(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,emulator]"
+	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,emulator,distributed]"
 	touch $@
 
 ## demo: run the example multi-face-swap DAG end to end against the local emulator
@@ -32,11 +32,16 @@ lint: $(INSTALLED)
 
 ## unit: the fast tests only
 unit: $(INSTALLED)
-	$(BIN)/pytest -m "not e2e and not integration"
+	$(BIN)/pytest -m "not e2e and not integration and not distributed"
 
 ## test-e2e: the real-Airflow deployment suite only
 test-e2e: $(INSTALLED)
 	$(BIN)/pytest -m e2e
+
+## test-distributed: CeleryExecutor + PostgreSQL + Redis, two triggerers and two workers, with kills
+## (CRUN_DIST_IMAGES sets the batch size; needs PostgreSQL on :5432 and Redis on :6379)
+test-distributed: $(INSTALLED)
+	$(BIN)/pytest -m distributed
 
 ## test-matrix: unit + integration tests on Airflow 3.1.8/3.2.2/3.3.2 (Python 3.11) and 3.3.2 on every
 ## Python 3.12/3.13 found, each in a fresh venv under .matrix/ (MATRIX_CELLS selects cells)

@@ -380,6 +380,8 @@ class Component:
     name: str
     argv: list[str]
     log_path: Path
+    #: Environment of this component only, over the deployment's (e.g. its own log server port).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -539,7 +541,8 @@ class AirflowDeployment:
         component = self.components[name]
         if component.running:
             raise RuntimeError(f"{name} is already running")
-        component.process = start_group(component.argv, env=self.env, log_path=component.log_path)
+        env = {**self.env, **component.env}
+        component.process = start_group(component.argv, env=env, log_path=component.log_path)
         component.starts += 1
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -552,14 +555,13 @@ class AirflowDeployment:
     def start_all(self, *, timeout: float = 180.0) -> None:
         """Migrate, start every component and wait until the health endpoint reports them all healthy."""
         self.migrate()
-        for name in COMPONENTS:
+        for name in self.components:
             self.start(name)
         self.wait_healthy(timeout=timeout)
 
     def stop_all(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL after a grace period); safe to call twice."""
-        for name in reversed(COMPONENTS):
-            component = self.components[name]
+        for component in reversed(self.components.values()):
             if component.process is not None:
                 stop_group(component.process, grace=10)
                 component.process = None

@@ -1,0 +1,48 @@
+"""What the distributed suite deploys and runs: emulator arguments, faults, sizes, variables."""
+
+from __future__ import annotations
+
+import os
+
+from airflow_provider_crun.testing.emulator import FaultRule
+
+#: Images in the batch (one detection and one swap each); CI may run fewer, see the README.
+IMAGES_ENV = "CRUN_DIST_IMAGES"
+DEFAULT_IMAGES = 500
+#: Set (to 1) by CI: a missing PostgreSQL, Redis or extra fails the suite instead of skipping it.
+REQUIRE_ENV = "CRUN_REQUIRE_DISTRIBUTED"
+#: Where the figures go (default ``.e2e-results/distributed_results.json``).
+RESULTS_ENV = "CRUN_DIST_RESULTS"
+#: Images of the slow-swap DAG: each makes one blocking and one deferrable swap of about two minutes.
+SLOW_IMAGES = 4
+#: Detections and swaps of the batch in flight at once (``max_active_tis_per_dag``).
+BATCH_CONCURRENCY = 32
+
+MAIN_CONN = "crun_default"
+SLOW_CONN = "crun_slow"
+# Swaps long enough to defer (a poll or two), short enough for a batch.
+MAIN_ARGS = ("--credits", "10000000", "--detect-delays", "1,2", "--task-delays", "2,5")
+# Long Crun tasks: the slow swaps are still running after every kill of the scenario.
+SLOW_ARGS = ("--credits", "100000", "--task-delays", "20,100")
+
+# About 5 % of the requests fail, all transiently: the same mix as the SQLite load scenario.
+FAULTS = (
+    FaultRule("detect-face-image", "429", probability=0.03, retry_after=1),
+    FaultRule("detect-face-image", "455", probability=0.02),
+    FaultRule("CreateTask", "429", probability=0.03, retry_after=1),
+    FaultRule("CreateTask", "455", probability=0.02),
+    *(
+        FaultRule(endpoint, kind, probability=probability)
+        for endpoint in ("detect-face-result", "TaskInfo")
+        for kind, probability in (("500", 0.02), ("malformed", 0.015), ("drop", 0.015))
+    ),
+)
+
+
+def batch_images() -> int:
+    """``$CRUN_DIST_IMAGES``, else 500."""
+    return int(os.environ.get(IMAGES_ENV, "").strip() or DEFAULT_IMAGES)
+
+
+def required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0", "false", "False")
