@@ -240,6 +240,8 @@ def _component_env(emulators: Mapping[str, EmulatorProcess], s3: MotoS3) -> dict
     env.update(OFFLINE_AWS_ENV)
     # The example DAGs build their default image URLs from this.
     env["CRUN_EXAMPLE_MEDIA_BASE"] = emulators[scenarios.DEFAULT.conn_id].url
+    # Below the example's default of 16, so the load batch reaches its bound on jobs in flight.
+    env["CRUN_EXAMPLE_CONCURRENCY"] = str(scenarios.BATCH_CONCURRENCY)
     return env
 
 

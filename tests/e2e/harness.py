@@ -173,8 +173,9 @@ class AirflowApi:
     """
     A small client for the api-server's public REST API.
 
-    Authentication is not needed: the deployment runs the SimpleAuthManager with
-    ``simple_auth_manager_all_admins``, which treats every request as an admin's.
+    The deployment runs the SimpleAuthManager with ``simple_auth_manager_all_admins``. Airflow
+    3.3 then treats every request as an admin's; 3.1 still wants a token, which that mode hands
+    out without credentials (``GET /auth/token``), so a 401 fetches one and sends the request again.
 
     :param base_url: ``http://127.0.0.1:<port>``.
     """
@@ -186,6 +187,18 @@ class AirflowApi:
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.trust_env = False  # never a proxy: the tests talk only to 127.0.0.1
+        self.session.hooks["response"].append(self._authorize_on_401)
+
+    def _authorize_on_401(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        if response.status_code != 401 or "Authorization" in response.request.headers:
+            return response
+        with requests.Session() as plain:
+            plain.trust_env = False
+            token = plain.get(f"{self.base_url}/auth/token", timeout=10).json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        again = response.request.copy()
+        again.headers["Authorization"] = f"Bearer {token}"
+        return self.session.send(again, timeout=kwargs.get("timeout"))
 
     def close(self) -> None:
         self.session.close()

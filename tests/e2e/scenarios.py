@@ -204,6 +204,9 @@ NEW_FACE = "http://127.0.0.1/media/input/new-face.png?faces=1"
 # The operator's message when a creation call failed after it may have created the job.
 UNKNOWN_CREATION = "may have reached Crun"
 
+#: The batch example's bound on Crun jobs of each kind in flight, in this suite (its default is 16).
+BATCH_CONCURRENCY = 8
+
 FAULT_CASES: tuple[FaultCase, ...] = (
     *_transient_read_cases(),
     # Rejections of creation calls: nothing was created, so the hook re-sends them.

@@ -3,7 +3,7 @@
 
 Every result is stored in S3 (the suite's moto server), in a bucket of the run's own, which must
 then hold exactly one object per swap. The example bounds the Crun jobs of each kind in flight
-(``max_active_tis_per_dag``, which counts deferred task instances too, 16 by default); the
+(``max_active_tis_per_dag``, which counts deferred task instances too; 8 in this suite); the
 emulator's peak of jobs between creation and end must stay within it.
 ``CRUN_E2E_LOAD_IMAGES`` runs a smaller batch, for a quicker check of the scenario itself.
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.e2e
 DAG_ID = "example_crun_batch_face_swap"
 IMAGES = int(os.environ.get("CRUN_E2E_LOAD_IMAGES", "200"))
 # The batch example's bound on Crun jobs of each kind in flight (its CRUN_EXAMPLE_CONCURRENCY).
-IN_FLIGHT_BOUND = int(os.environ.get("CRUN_EXAMPLE_CONCURRENCY", "16"))
+IN_FLIGHT_BOUND = scenarios.BATCH_CONCURRENCY
 # Four detections, then four swaps, in flight at once (deferred ones count), and the swaps start
 # only once every detection is done: 2 x 50 rounds of a task process, a deferral and a resume.
 RUN_TIMEOUT = 2400
