@@ -2,8 +2,9 @@
 Swap one face in every image of a batch, with dynamic task mapping, and store every result.
 
 Each image gets its own detection and swap task instance, and each result is streamed into
-``output_path``. ``max_active_tis_per_dag`` bounds how many of each Crun step run at once
-(``CRUN_EXAMPLE_CONCURRENCY``, default 16).
+``output_path``. Rate limiting is opt-in: set ``CRUN_EXAMPLE_CONCURRENCY`` (the environment of
+the DAG processor and scheduler) and ``max_active_tis_per_dag`` bounds how many of each Crun step
+run at once, deferred ones included; unset, Airflow's own limits apply. No pool is needed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_crun.operators.crun import CrunDetectFacesOperator, CrunMultiFaceSwapOperator
 
 EMULATOR = os.environ.get("CRUN_EXAMPLE_MEDIA_BASE", "http://127.0.0.1:8089")
-# At most this many detections, and this many swaps, at once (deferred ones included): a bound on
-# the Crun jobs in flight, to stay inside Crun's rate limit.
-CRUN_CONCURRENCY = int(os.environ.get("CRUN_EXAMPLE_CONCURRENCY", "16"))
+# Opt-in: at most this many detections, and this many swaps, at once (deferred ones included), a
+# bound on the Crun jobs in flight to stay inside Crun's rate limit. Unset: no bound of our own.
+CRUN_CONCURRENCY = (
+    int(os.environ["CRUN_EXAMPLE_CONCURRENCY"]) if os.environ.get("CRUN_EXAMPLE_CONCURRENCY") else None
+)
 
 with DAG(
     dag_id="example_crun_batch_face_swap",
@@ -49,7 +52,6 @@ with DAG(
     },
     doc_md=__doc__ + "\nNeeds: a `crun` connection named `crun_default`, and a writable `output_path`.",
     default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
-    max_active_tasks=16,
 ) as dag:
 
     @task
