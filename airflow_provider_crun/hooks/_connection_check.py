@@ -13,7 +13,6 @@ import dataclasses
 import os
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,24 +29,6 @@ TEST_TIMEOUT_S = 5.0
 _THIS_CONNECTION = "this connection"
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and everything it wraps; the transport raises ``from None``, so ``__context__`` too."""
-    seen: set[int] = set()
-    stack = [error]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [arg for arg in current.args if isinstance(arg, BaseException)]
-        stack += [
-            inner
-            for inner in (getattr(current, "reason", None), current.__cause__, current.__context__)
-            if isinstance(inner, BaseException)
-        ]
-
-
 def _where(settings: CrunConnectionSettings) -> str:
     parts = urlsplit(settings.base_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -56,7 +37,8 @@ def _where(settings: CrunConnectionSettings) -> str:
 
 def transport_message(error: errors.TransportError, settings: CrunConnectionSettings) -> str:
     """One line naming why a request never got an answer: timeout, DNS, TLS, refused, or other."""
-    causes = list(_causes(error))
+    # The transport raises from None: the causes hide in __context__ too.
+    causes = list(_sync_transport.wrapped_errors(error, context=True))
     where = _where(settings)
     if any(isinstance(cause, (requests.Timeout, TimeoutError, socket.timeout)) for cause in causes):
         return f"Crun did not answer within {settings.timeout:g} s at {where}: check the Base URL."

@@ -99,8 +99,12 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _wrapped(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and what it wraps: ``args``, ``MaxRetryError.reason`` and ``__cause__``, depth first."""
+def wrapped_errors(error: BaseException, *, context: bool = False) -> Iterator[BaseException]:
+    """
+    ``error`` and what it wraps: ``args``, ``MaxRetryError.reason`` and ``__cause__``, depth first.
+
+    :param context: Follow ``__context__`` too (for errors re-raised ``from None``).
+    """
     seen: set[int] = set()
     stack = [error]
     while stack:
@@ -115,6 +119,8 @@ def _wrapped(error: BaseException) -> Iterator[BaseException]:
             inner.append(reason)
         if current.__cause__ is not None:
             inner.append(current.__cause__)
+        if context and current.__context__ is not None:
+            inner.append(current.__context__)
         stack.extend(reversed(inner))
 
 
@@ -135,10 +141,10 @@ def request_was_sent(error: BaseException) -> bool:
     if isinstance(error, requests.exceptions.InvalidHeader):
         # requests' own header check raises it with a message; the adapter wraps urllib3's,
         # which comes from the answer's headers.
-        return any(isinstance(inner, urllib3.exceptions.HTTPError) for inner in _wrapped(error))
+        return any(isinstance(inner, urllib3.exceptions.HTTPError) for inner in wrapped_errors(error))
     if isinstance(error, (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError)):
         return False
-    causes = list(_wrapped(error))
+    causes = list(wrapped_errors(error))
     if isinstance(error, requests.exceptions.SSLError):
         return not any(isinstance(cause, _HANDSHAKE_ONLY_SSL_CAUSES) for cause in causes)
     if isinstance(error, (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError)):

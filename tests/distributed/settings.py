@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from airflow_provider_crun.testing.emulator import FaultRule
+from tests.e2e.scenarios import TRANSIENT_FAULT_MIX
 
 #: Images in the batch (one detection and one swap each); CI may run fewer, see the README.
 IMAGES_ENV = "CRUN_DIST_IMAGES"
@@ -26,17 +26,7 @@ MAIN_ARGS = ("--credits", "10000000", "--detect-delays", "1,2", "--task-delays",
 SLOW_ARGS = ("--credits", "100000", "--task-delays", "20,100")
 
 # About 5 % of the requests fail, all transiently: the same mix as the SQLite load scenario.
-FAULTS = (
-    FaultRule("detect-face-image", "429", probability=0.03, retry_after=1),
-    FaultRule("detect-face-image", "455", probability=0.02),
-    FaultRule("CreateTask", "429", probability=0.03, retry_after=1),
-    FaultRule("CreateTask", "455", probability=0.02),
-    *(
-        FaultRule(endpoint, kind, probability=probability)
-        for endpoint in ("detect-face-result", "TaskInfo")
-        for kind, probability in (("500", 0.02), ("malformed", 0.015), ("drop", 0.015))
-    ),
-)
+FAULTS = TRANSIENT_FAULT_MIX
 
 
 def batch_images() -> int:

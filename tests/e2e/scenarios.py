@@ -121,6 +121,21 @@ CREATION_ENDPOINTS = ("detect-face-image", "CreateTask")
 REJECTION_KINDS = ("429", "455", "body_error")
 
 
+#: About 5 % of a batch's requests fail, all transiently: rejections of the creation calls (nothing
+#: is created, so re-sending is safe) and 500s, malformed bodies and dropped connections on reads.
+TRANSIENT_FAULT_MIX: tuple[FaultRule, ...] = (
+    FaultRule("detect-face-image", "429", probability=0.03, retry_after=1),
+    FaultRule("detect-face-image", "455", probability=0.02),
+    FaultRule("CreateTask", "429", probability=0.03, retry_after=1),
+    FaultRule("CreateTask", "455", probability=0.02),
+    *(
+        FaultRule(endpoint, kind, probability=probability)
+        for endpoint in ("detect-face-result", "TaskInfo")
+        for kind, probability in (("500", 0.02), ("malformed", 0.015), ("drop", 0.015))
+    ),
+)
+
+
 def rules(endpoints: tuple[str, ...], kind: str, times: int, **options: Any) -> tuple[FaultRule, ...]:
     """The same fault on several endpoints, the first ``times`` requests of each."""
     return tuple(FaultRule(endpoint=endpoint, kind=kind, times=times, **options) for endpoint in endpoints)

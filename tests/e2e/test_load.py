@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_crun.testing.emulator import FaultRule
 from tests.e2e import scenarios
 from tests.e2e.checks import (
     accepted_creates,
@@ -34,6 +33,7 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import process_tree_cpu
+from tests.e2e.scenarios import TRANSIENT_FAULT_MIX
 
 pytestmark = pytest.mark.e2e
 
@@ -44,17 +44,7 @@ IN_FLIGHT_BOUND = scenarios.BATCH_CONCURRENCY
 # Four detections, then four swaps, in flight at once (deferred ones count), and the swaps start
 # only once every detection is done: 2 x 50 rounds of a task process, a deferral and a resume.
 RUN_TIMEOUT = 2400
-FAULTS = (
-    FaultRule("detect-face-image", "429", probability=0.03, retry_after=1),
-    FaultRule("detect-face-image", "455", probability=0.02),
-    FaultRule("CreateTask", "429", probability=0.03, retry_after=1),
-    FaultRule("CreateTask", "455", probability=0.02),
-    *(
-        FaultRule(endpoint, kind, probability=probability)
-        for endpoint in ("detect-face-result", "TaskInfo")
-        for kind, probability in (("500", 0.02), ("malformed", 0.015), ("drop", 0.015))
-    ),
-)
+FAULTS = TRANSIENT_FAULT_MIX
 
 
 def emulator_cpu(e2e: E2E) -> float:
