@@ -21,7 +21,7 @@ import urllib3.exceptions
 
 from airflow_provider_crun.hooks import _sync_transport
 from airflow_provider_crun.protocol import calls, envelope, errors
-from airflow_provider_crun.protocol.settings import CrunConnectionSettings, connection_settings
+from airflow_provider_crun.protocol.settings import CrunConnectionSettings, connection_settings, mask_secret
 
 # The longest one test may wait for an answer, whatever the connection's own timeout says.
 TEST_TIMEOUT_S = 5.0
@@ -66,7 +66,7 @@ def api_message(error: errors.ApiError, settings: CrunConnectionSettings) -> str
         return "Crun rejected the API key (401 Unauthorized): check the connection's API key (password)."
     if isinstance(error, (errors.MalformedResponseError, errors.RedirectError)):
         return f"{settings.base_url} answered, but not as the Crun API: check the Base URL."
-    message = " ".join(str(error.message).split()).replace(settings.api_key, "***")
+    message = mask_secret(" ".join(str(error.message).split()), settings.api_key)
     return f"Crun answered {error.code}: {message}"
 
 
@@ -114,5 +114,5 @@ def check_connection(conn: Any, session: requests.Session) -> tuple[bool, str]:
     except errors.ApiError as error:
         return False, api_message(error, settings)
     except errors.CrunProtocolError as error:
-        return False, " ".join(str(error).split()).replace(settings.api_key, "***")
+        return False, mask_secret(" ".join(str(error).split()), settings.api_key)
     return True, f"Connected to Crun at {settings.base_url}; balance: {balance:g} credits."

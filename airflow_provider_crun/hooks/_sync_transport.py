@@ -67,7 +67,7 @@ from urllib3.util.ssl_match_hostname import CertificateError as Urllib3Certifica
 from airflow_provider_crun.hooks._clock import Clock
 from airflow_provider_crun.hooks._session_pool import proxy_for
 from airflow_provider_crun.protocol import calls, envelope, errors, retry
-from airflow_provider_crun.protocol.settings import CrunConnectionSettings
+from airflow_provider_crun.protocol.settings import CrunConnectionSettings, mask_secret
 
 # requests exceptions raised while the request is being prepared, before any connection.
 _PREPARATION_ERRORS: tuple[type[BaseException], ...] = (
@@ -224,7 +224,7 @@ def call(
             retry_state.attempt_number,
             settings.max_retries + 1,
             # Crun may echo the key back in a message; this line is logged before the hook masks it.
-            str(error).replace(settings.api_key, "***") if settings.api_key else error,
+            mask_secret(str(error), settings.api_key),
             wait,
         )
 
