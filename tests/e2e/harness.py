@@ -660,7 +660,8 @@ class AirflowDeployment:
                 lines.extend("    " + line for line in log.splitlines()[-25:])
         if shown == 0 and all(ti["state"] == "success" for ti in tis):
             return "\n".join(lines)
-        for name in ("scheduler", "triggerer"):
+        # The scheduler and every triggerer (a distributed cluster names them triggerer-1, -2, ...).
+        for name in [name for name in self.components if name == "scheduler" or name.startswith("triggerer")]:
             lines.append(f"  --- {name} log (tail) ---")
             lines.extend("    " + line for line in tail(self.components[name].log_path, 20).splitlines())
         return "\n".join(lines)
