@@ -72,6 +72,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/import_cost.py
 	$(BIN)/python benchmarks/worker_time.py
 	$(BIN)/python benchmarks/trigger_scale.py --triggers 200
+	$(BIN)/python benchmarks/trigger_objects.py
 
 clean:
 	rm -rf $(VENV) .demo .matrix .e2e-results build dist docs/_build *.egg-info

@@ -35,7 +35,8 @@ as "may have reached Crun":
     ServerDisconnectedError                             YES    closed after (or while) the request was
                                                                written
     ClientConnectionResetError, ClientConnectionError   YES    broke while writing or reading
-    SocketTimeoutError                                  YES    sock_read expired awaiting the answer
+    SocketTimeoutError                                  YES    sock_read expired awaiting the answer (not
+                                                               set here, listed for completeness)
     ServerTimeoutError, asyncio.TimeoutError            YES    the total timeout can fire at any stage
     ClientPayloadError                                  YES    broken answer body
     ClientResponseError, ContentTypeError,              YES    raised on (or after) an answer
@@ -43,9 +44,11 @@ as "may have reached Crun":
     UploadAbortedError                                  YES    part of the body was sent
     any other ClientError or OSError                    YES    unknown, so conservatively sent
 
-Timeouts mirror ``requests``: ``timeout`` seconds to connect (so a connect timeout is reported
-as such, never sent) and ``timeout`` seconds between reads, under an overall cap of twice that.
-The proxy comes from :func:`~airflow_provider_crun.hooks._session_pool.proxy_for`.
+Timeouts: ``timeout`` seconds to connect (so a connect timeout is reported as such, never sent)
+and twice that for the whole exchange. There is no separate timeout between reads, unlike
+``requests``: aiohttp re-arms that timer on every chunk received, which cost a thousand pollers
+two timer operations per poll, and a poll's answer is one small chunk that the overall cap
+bounds anyway. The proxy comes from :func:`~airflow_provider_crun.hooks._session_pool.proxy_for`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ import ssl
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from airflow_provider_crun.hooks._session_pool import proxy_for
 from airflow_provider_crun.protocol import calls, envelope, errors
@@ -110,14 +114,20 @@ def tls_context(ca_bundle: str) -> ssl.SSLContext:
 
 
 def client_timeout(settings: CrunConnectionSettings) -> aiohttp.ClientTimeout:
-    """``timeout`` to connect and between reads, like ``requests``; twice that in all."""
+    """``timeout`` to connect; twice that for the whole exchange."""
     return _client_timeout(settings.timeout)
 
 
 @functools.lru_cache(maxsize=16)
 def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
     # Cached: one immutable object per distinct timeout, not one per poll.
-    return aiohttp.ClientTimeout(total=seconds * TOTAL_TIMEOUT_FACTOR, connect=seconds, sock_read=seconds)
+    return aiohttp.ClientTimeout(total=seconds * TOTAL_TIMEOUT_FACTOR, connect=seconds)
+
+
+@functools.lru_cache(maxsize=16)
+def _headers(api_key: str) -> CIMultiDictProxy[str]:
+    # Cached and already case-insensitive: aiohttp would otherwise build a CIMultiDict per poll.
+    return CIMultiDictProxy(CIMultiDict(calls.request_headers(api_key)))
 
 
 async def send_once(
@@ -144,7 +154,7 @@ async def send_once(
             url,
             params=request.params,
             json=request.body,
-            headers=calls.request_headers(settings.api_key),
+            headers=_headers(settings.api_key),
             timeout=client_timeout(settings),
             allow_redirects=False,
             proxy=proxy_for(url, settings.proxy, proxy_environment),

@@ -35,9 +35,8 @@ class SystemClock:
         """Block the calling thread."""
         time.sleep(seconds)
 
-    async def asleep(self, seconds: float) -> None:
-        """Yield to the event loop."""
-        await asyncio.sleep(seconds)
+    # asyncio.sleep itself, not a coroutine around it: one object fewer per sleeping trigger.
+    asleep = staticmethod(asyncio.sleep)
 
     def uniform(self, low: float, high: float) -> float:
         """A random number, for jitter."""

@@ -57,7 +57,7 @@ import http.client
 import logging
 import ssl
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import tenacity
@@ -191,6 +191,21 @@ def send_once(
     return envelope.parse_response(response.status_code, body, response.headers, call=request.description)
 
 
+class SendWatch(Protocol):
+    """
+    Told when a creation call goes on the wire and when it is off it again, between attempts.
+
+    A creation intent must stand only while a request may be on its way to Crun: a try lost
+    while it waits out a 429's ``Retry-After`` sent nothing that could have created a job.
+    """
+
+    def before_send(self) -> None:
+        """Just before an attempt writes the request. Raising stops the call, unsent."""
+
+    def before_wait(self) -> None:
+        """After an attempt that created nothing (rejected, or never written), before the backoff."""
+
+
 class _CrunBackoff(tenacity.wait.wait_base):
     """Tenacity's wait over :func:`retry.backoff_seconds`, which honours ``Retry-After``."""
 
@@ -206,11 +221,14 @@ def call(
     *,
     clock: Clock,
     log: logging.Logger | Any,
+    watch: SendWatch | None = None,
 ) -> dict[str, Any] | None:
     """
     Send a call, retrying what :func:`retry.is_retryable` allows, up to ``max_retries`` times.
 
     A creation call is re-sent only after an attempt that certainly never wrote the request.
+
+    :param watch: Told before each attempt and before each backoff (see :class:`SendWatch`).
 
     :raises errors.CrunProtocolError: the last attempt's error.
     """
@@ -227,6 +245,8 @@ def call(
             mask_secret(str(error), settings.api_key),
             wait,
         )
+        if watch is not None:
+            watch.before_wait()
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(
@@ -234,6 +254,7 @@ def call(
         ),
         stop=tenacity.stop_after_attempt(settings.max_retries + 1),
         wait=_CrunBackoff(),
+        before=(lambda retry_state: watch.before_send()) if watch is not None else tenacity.before_nothing,
         before_sleep=announce,
         sleep=clock.sleep,
         reraise=True,

@@ -7,11 +7,10 @@ Hook for the Crun API: sync calls over ``requests``, single-attempt async reads 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -19,15 +18,16 @@ from airflow.providers.common.compat.connection import get_async_connection, get
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_crun.exceptions import CrunConfigError, airflow_error
-from airflow_provider_crun.hooks import _async_transport, _connection_check, _connection_form, _sync_transport
+from airflow_provider_crun.hooks import _connection_check, _connection_form, _sync_transport
+from airflow_provider_crun.hooks._async_reads import AsyncReadsMixin
 from airflow_provider_crun.hooks._clock import SYSTEM_CLOCK, Clock
-from airflow_provider_crun.hooks._session_pool import SessionLease, hold_lease
+from airflow_provider_crun.hooks._session_pool import SessionLease
 from airflow_provider_crun.hooks._settings_cache import shared_settings
 from airflow_provider_crun.protocol import calls, envelope, errors, jobs, retry, watch
 from airflow_provider_crun.protocol.settings import CrunConnectionSettings, connection_settings, mask_secret
 
 
-class CrunHook(BaseHook):
+class CrunHook(AsyncReadsMixin, BaseHook):
     """
     Talk to the Crun API with the API key of a ``crun`` connection.
 
@@ -59,7 +59,6 @@ class CrunHook(BaseHook):
         self._settings: CrunConnectionSettings | None = None
         self._http: requests.Session | None = None
         self._tls: ssl.SSLContext | None = None
-        # Inside async_session(): the lease this hook holds, found once rather than on every poll.
         self._lease: SessionLease | None = None
 
     def __repr__(self) -> str:
@@ -131,12 +130,17 @@ class CrunHook(BaseHook):
             self._http.trust_env = False
         return self._http
 
-    def _call(self, request: calls.CrunRequest) -> dict[str, Any] | None:
-        return _sync_transport.call(self.http, self.settings, request, clock=self.clock, log=self.log)
+    def _call(
+        self, request: calls.CrunRequest, watch: _sync_transport.SendWatch | None = None
+    ) -> dict[str, Any] | None:
+        settings = self.settings
+        return _sync_transport.call(self.http, settings, request, clock=self.clock, log=self.log, watch=watch)
 
-    def submit(self, request: calls.CrunRequest) -> str:
+    def submit(self, request: calls.CrunRequest, watch: _sync_transport.SendWatch | None = None) -> str:
         """
         Send a creation call (it spends credits) and return the new job's id.
+
+        :param watch: Told when each attempt goes on the wire and when a retry waits.
 
         :raises CrunCreationUnknownError: it failed after it may have reached Crun. Crun may have
             created the job, so the call is not sent again, and the error stops Airflow retries.
@@ -146,7 +150,7 @@ class CrunHook(BaseHook):
         with self._as_airflow_errors():
             try:
                 # An answer without a usable id still means Crun created (and billed) the job.
-                return envelope.require_id(self._call(request), request.id_field, request.name)
+                return envelope.require_id(self._call(request, watch), request.id_field, request.name)
             except errors.CrunProtocolError as error:
                 if not retry.may_have_created(error):
                     raise
@@ -255,52 +259,3 @@ class CrunHook(BaseHook):
         return self.wait_for_job(
             jobs.DETECTION, detect_task_id, poll_interval=poll_interval, deadline=deadline
         )
-
-    # ----------------------------------------------------------------------------------------
-    # Async reads (triggers): one attempt each; the trigger owns retries and the deadline
-
-    @asynccontextmanager
-    async def async_session(self) -> AsyncIterator[None]:
-        """
-        Keep the process-wide pooled ``aiohttp`` session open while inside.
-
-        A trigger wraps its poll loop in this, so its polls reuse keep-alive connections and the
-        session closes once no trigger in the event loop needs it.
-        """
-        conn_settings = await self.aget_settings()
-        async with hold_lease(conn_settings.base_url) as lease:
-            outer, self._lease = self._lease, lease
-            try:
-                yield
-            finally:
-                self._lease = outer
-
-    async def aget_job(self, kind: jobs.JobKind, job_id: str) -> dict[str, Any]:
-        """Read a task or detection with exactly one HTTP attempt."""
-        conn_settings = self._settings or await self.aget_settings()
-        try:
-            if conn_settings.ca_bundle and self._tls is None:
-                self._tls = await asyncio.to_thread(_async_transport.tls_context, conn_settings.ca_bundle)
-            request = kind.status_request(job_id)
-            # Inside async_session() (every trigger poll) the held lease's session is reused as it is.
-            lease = self._lease
-            if lease is not None and not lease.session.closed:
-                data = await _async_transport.send_once(
-                    lease.session, conn_settings, request, self._tls, lease.proxy_environment
-                )
-            else:
-                async with hold_lease(conn_settings.base_url) as lease:
-                    data = await _async_transport.send_once(
-                        lease.session, conn_settings, request, self._tls, lease.proxy_environment
-                    )
-        except errors.CrunProtocolError as error:
-            raise airflow_error(type(error).from_fields(self.redact(error.fields()))) from None
-        return data or {}
-
-    async def aget_task(self, task_id: str) -> dict[str, Any]:
-        """Async twin of :meth:`get_task`, with one attempt."""
-        return await self.aget_job(jobs.TASK, task_id)
-
-    async def aget_face_detection(self, detect_task_id: str) -> dict[str, Any]:
-        """Async twin of :meth:`get_face_detection`, with one attempt."""
-        return await self.aget_job(jobs.DETECTION, detect_task_id)

@@ -101,9 +101,8 @@ class DurableJobMixin:
         self._refuse_unfinished_creation(store, stored, request)
         self._check_before_create(context)
         intent = CreationIntent(request.fingerprint, stored.job_id if stored else None)
-        self._write_retried(store, self._intent_key, intent.to_json(), before_creating=True)
         try:
-            job_id = self.hook.submit(request)
+            job_id = self.hook.submit(request, _IntentWatch(self, store, intent))
         except Exception:
             # The call ended in this try: whatever it did, the error says so, and a later try must
             # not take the intent for a call that was lost with its try.
@@ -246,6 +245,29 @@ class DurableJobMixin:
             self.log.debug("Crun balance after creating %s: %g credits.", job_id, self.hook.get_balance())
         except Exception as error:
             self.log.debug("Could not read the Crun balance: %s", error)
+
+
+class _IntentWatch:
+    """
+    Keeps the creation intent standing exactly while an attempt of the call may be on the wire.
+
+    It is written just before each attempt, and withdrawn before each backoff: the sync transport
+    waits out a 429's ``Retry-After`` inside the call, and a try lost during that wait sent
+    nothing that could have created a job, so its retry must not refuse.
+    """
+
+    def __init__(self, operator: DurableJobMixin, store: Any, intent: CreationIntent) -> None:
+        self._operator = operator
+        self._store = store
+        self._intent = intent
+
+    def before_send(self) -> None:
+        self._operator._write_retried(
+            self._store, self._operator._intent_key, self._intent.to_json(), before_creating=True
+        )
+
+    def before_wait(self) -> None:
+        self._operator._withdraw_intent(self._store)
 
 
 def _why_not_reused(decision: Resume, stored: StoredJob, fingerprint: str, read: jobs.JobRead | None) -> str:

@@ -6,7 +6,7 @@ No I/O: the caller reads, passes the answer in, and logs what comes back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +49,8 @@ class JobWatch:
     kind: JobKind
     job_id: str
     last_status: str | None = None
-    unknown_seen: set[str] = field(default_factory=set)
+    # Immutable, so the usual empty one is shared: a thousand waiters keep no thousand sets alive.
+    unknown_seen: frozenset[str] = frozenset()
 
     def observe(self, data: Any, *, now: float | None = None) -> Observation:
         """
@@ -66,7 +67,7 @@ class JobWatch:
                 change += f", {max(0.0, now - read.created_at):.1f} s after it was created"
             self.last_status = read.status
         if read.phase is JobPhase.UNKNOWN and read.status not in self.unknown_seen:
-            self.unknown_seen.add(read.status)
+            self.unknown_seen |= {read.status}
             warning = (
                 f"Crun {self.kind.label} {self.job_id}: unknown status {read.status!r}, treating it as "
                 "not finished"

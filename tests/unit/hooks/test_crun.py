@@ -907,3 +907,24 @@ class TestAsyncReads:
 
         assert scripted_crun.count("/client/job/TaskInfo") == 5
         assert scripted_crun.connections == 1
+
+    async def test_one_hook_reading_other_jobs_asks_for_each_of_them(
+        self, scripted_crun: ScriptedServer
+    ) -> None:
+        """A hook keeps the request of the job it reads; another job or kind gets its own."""
+        scripted_crun.script("/client/job/TaskInfo", served(task_data("running")))
+        scripted_crun.script("/client/job/detect-face-result", served(detection_data()))
+        hook = CrunHook()
+
+        await hook.aget_job(jobs.TASK, "task_a")
+        await hook.aget_job(jobs.TASK, "task_a")
+        await hook.aget_job(jobs.TASK, "task_b")
+        await hook.aget_job(jobs.DETECTION, "task_b")
+
+        asked = [(request.path.rsplit("/", 1)[-1], request.query) for request in scripted_crun.requests]
+        assert asked == [
+            ("TaskInfo", {"task_id": "task_a"}),
+            ("TaskInfo", {"task_id": "task_a"}),
+            ("TaskInfo", {"task_id": "task_b"}),
+            ("detect-face-result", {"detect_task_id": "task_b"}),
+        ]

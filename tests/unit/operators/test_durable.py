@@ -202,6 +202,54 @@ def test_a_try_killed_during_the_creation_call_leaves_the_intent_and_the_retry_r
     assert posts(requests_mock) == 1
 
 
+def test_the_intent_stands_only_while_an_attempt_is_on_the_wire(
+    requests_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429's ``Retry-After`` is waited out inside the call, with nothing in flight."""
+    from airflow_provider_crun.hooks import _clock
+
+    store = FakeTaskStateStore()
+    seen: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        _clock.SystemClock, "sleep", lambda self, seconds: seen.append(("wait", store.values.get(INTENT_KEY)))
+    )
+    answers = iter([api_error(429)["json"], {"code": 200, "message": "success", "data": {"task_id": NEW}}])
+
+    def create(request: Any, context: Any) -> dict[str, Any]:
+        seen.append(("send", store.values.get(INTENT_KEY)))
+        return next(answers)
+
+    requests_mock.post(CREATE, json=create)
+    requests_mock.get(f"{TASK_INFO}?task_id={NEW}", **ok(task_data("success", task_id=NEW)))
+
+    run(operator(), store)
+
+    assert seen == [("send", intent()), ("wait", None), ("send", intent())]
+
+
+def test_a_try_lost_while_waiting_out_a_429_lets_its_retry_create_exactly_once(
+    requests_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies (or ``execution_timeout`` fires) in the backoff: nothing was in flight."""
+    from airflow_provider_crun.hooks import _clock
+
+    def lost(self: Any, seconds: float) -> None:
+        raise AirflowTaskTimeout("Timeout, PID: 1234")
+
+    monkeypatch.setattr(_clock.SystemClock, "sleep", lost)
+    requests_mock.post(CREATE, **api_error(429, headers={"Retry-After": "1"}))
+    store = FakeTaskStateStore()
+
+    with pytest.raises(AirflowTaskTimeout):
+        run(operator(), store)
+    assert INTENT_KEY not in store.values
+    answer_new_task(requests_mock)
+    result = run(operator(), store)
+
+    assert result["crun_task_id"] == NEW
+    assert posts(requests_mock) == 2  # the rejected attempt, then the one creation
+
+
 CALLS_THAT_END_IN_THE_TRY = {
     "429 until retries run out (nothing created) -> retry creates": (api_error(429), AirflowException),
     "422 bad input (nothing created) -> retry creates": (api_error(422), AirflowFailException),
