@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.connections import EXAMPLE_DAGS, crun_connection_json
 
 # Airflow reads AIRFLOW_HOME when it is first imported, so this must run before any test module
 # imports it. A throwaway home keeps the suite off the developer's real Airflow.
@@ -17,19 +18,7 @@ os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 # dag.test() only runs a DAG whose file sits in the dags folder.
-EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "example_dags"
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(EXAMPLE_DAGS))
-
-TEST_API_KEY = "crun-test-key-5ecr3t-7f3a9b"
-TEST_BASE = "http://127.0.0.1:8089"
-
-
-def crun_connection_json(host: str = TEST_BASE, api_key: str | None = TEST_API_KEY, **extra: object) -> str:
-    """An ``AIRFLOW_CONN_*`` value for a ``crun`` connection."""
-    conn: dict[str, object] = {"conn_type": "crun", "host": host, "extra": extra}
-    if api_key is not None:
-        conn["password"] = api_key
-    return json.dumps(conn)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from tests.distributed.cluster import TRIGGERERS, WORKERS, CeleryDeployment
 from tests.distributed.monitor import Monitor
-from tests.e2e.harness import FINISHED_RUN_STATES, wait_until
+from tests.support.airflow.api import FINISHED_RUN_STATES
+from tests.support.airflow.processes import wait_until
 
 BATCH_DAG = "example_crun_batch_face_swap"
 SLOW_DAG = "distributed_crun_slow_swaps"

@@ -16,7 +16,8 @@ from typing import Any
 
 import psutil
 
-from tests.e2e.harness import VENV_BIN, AirflowDeployment, Component, free_port, wait_until
+from tests.support.airflow.deployment import AirflowDeployment, Component
+from tests.support.airflow.processes import VENV_BIN, free_port, wait_until
 from tests.support.services import ScratchDatabase, ScratchRedis
 
 TRIGGERERS = ("triggerer-1", "triggerer-2")

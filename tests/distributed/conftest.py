@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ import pytest
 from airflow_provider_crun.testing.emulator import EmulatorProcess
 from tests.distributed import settings
 from tests.distributed.chaos import BATCH_DAG, SLOW_DAG, Chaos, run_batch_with_chaos
-from tests.distributed.cluster import CeleryDeployment, jsonable
+from tests.distributed.cluster import CeleryDeployment
+from tests.distributed.context import Dist
 from tests.distributed.monitor import Monitor
-from tests.e2e.harness import exit_on_sigterm
-from tests.e2e.scenarios import API_KEY
-from tests.support.s3 import OFFLINE_AWS_ENV, MotoS3, aws_connection_json, moto_s3_server
+from tests.support.airflow.processes import exit_on_sigterm
+from tests.support.airflow.scenarios import API_KEY
+from tests.support.s3 import OFFLINE_AWS_ENV, aws_connection_json, moto_s3_server
 from tests.support.services import ScratchDatabase, ScratchRedis, missing_packages, missing_services
 
 HERE = Path(__file__).resolve().parent
@@ -62,25 +62,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _SKIPPED.append(reason)
     for item in ours:
         item.add_marker(pytest.mark.skip(reason=reason))
-
-
-@dataclass
-class Dist:
-    """The deployment and everything around it."""
-
-    cluster: CeleryDeployment
-    emulators: dict[str, EmulatorProcess]
-    s3: MotoS3
-    bucket: str
-    monitor: Monitor
-    images: int
-    results: dict[str, Any] = field(default_factory=lambda: _RESULTS)
-
-    def record(self, scenario: str, **figures: Any) -> None:
-        self.results.setdefault("scenarios", {})[scenario] = jsonable(figures)
-
-    def output_path(self, prefix: str) -> str:
-        return f"s3://{self.s3.conn_id}@{self.bucket}/{prefix}/"
 
 
 def _emulator(args: tuple[str, ...], seed: int) -> EmulatorProcess:
@@ -134,7 +115,7 @@ def dist(request: pytest.FixtureRequest) -> Iterator[Dist]:
         _RESULTS["setup_s"] = round(time.monotonic() - started, 1)
         print(f"\nAirflow home: {home}; database {database.name}; broker {broker.url}")
         failures_before = request.session.testsfailed
-        yield Dist(cluster, emulators, s3, bucket, monitor, settings.batch_images())
+        yield Dist(cluster, emulators, s3, bucket, monitor, settings.batch_images(), _RESULTS)
     _RESULTS["total_s"] = round(time.monotonic() - started, 1)
     if request.session.testsfailed == failures_before and not os.environ.get("CRUN_E2E_KEEP_HOME"):
         shutil.rmtree(home, ignore_errors=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.e2e.scenarios import TRANSIENT_FAULT_MIX
+from tests.support.airflow.scenarios import TRANSIENT_FAULT_MIX
 
 #: Images in the batch (one detection and one swap each); CI may run fewer, see the README.
 IMAGES_ENV = "CRUN_DIST_IMAGES"

@@ -13,8 +13,8 @@ import pytest
 
 from tests.distributed import settings
 from tests.distributed.chaos import BATCH_DAG, SLOW_DAG, Chaos, run_seconds
-from tests.distributed.conftest import Dist
-from tests.e2e.checks import accepted_creates
+from tests.distributed.context import Dist
+from tests.support.airflow.checks import accepted_creates
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(5400)]
 

@@ -15,9 +15,9 @@ import pytest
 
 from tests.distributed import settings
 from tests.distributed.chaos import BATCH_DAG, Chaos
-from tests.distributed.conftest import Dist
-from tests.e2e.checks import accepted_creates, airflow_defer_races, faults_injected, fired
-from tests.e2e.scenarios import CREATION_ENDPOINTS, READ_ENDPOINTS, REJECTION_KINDS
+from tests.distributed.context import Dist
+from tests.support.airflow.checks import accepted_creates, airflow_defer_races, faults_injected, fired
+from tests.support.airflow.scenarios import CREATION_ENDPOINTS, READ_ENDPOINTS, REJECTION_KINDS
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(5400)]
 

@@ -16,8 +16,8 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
 from tests.distributed.chaos import Chaos
-from tests.distributed.conftest import Dist
-from tests.e2e.scenarios import API_KEY
+from tests.distributed.context import Dist
+from tests.support.airflow.scenarios import API_KEY
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 

@@ -14,8 +14,8 @@ import pytest
 from tests.distributed import settings
 from tests.distributed.chaos import SLOW_DAG, Chaos
 from tests.distributed.cluster import TASK_HEARTBEAT_TIMEOUT_S
-from tests.distributed.conftest import Dist
-from tests.e2e.checks import accepted_creates, log_of
+from tests.distributed.context import Dist
+from tests.support.airflow.checks import accepted_creates, log_of
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(5400)]
 

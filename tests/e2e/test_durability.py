@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_crun.testing.emulator import FaultRule
-from tests.e2e import scenarios
-from tests.e2e.checks import (
+from tests.e2e.context import E2E
+from tests.support.airflow import scenarios
+from tests.support.airflow.checks import (
     AIRFLOW_DEFER_RACE_ISSUE,
     accepted_creates,
     airflow_defer_races,
@@ -36,8 +37,7 @@ from tests.e2e.checks import (
     output_folder,
     stored_uri,
 )
-from tests.e2e.conftest import E2E
-from tests.e2e.harness import task_process, wait_until
+from tests.support.airflow.processes import task_process, wait_until
 
 pytestmark = pytest.mark.e2e
 

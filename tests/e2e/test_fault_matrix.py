@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.checks import (
+from tests.e2e.context import E2E
+from tests.support.airflow.checks import (
     AIRFLOW_DEFER_RACE_ISSUE,
     SWAP_FLOW,
     accepted_creates,
@@ -34,8 +35,7 @@ from tests.e2e.checks import (
     task_states,
     unexplained_retries,
 )
-from tests.e2e.conftest import E2E
-from tests.e2e.scenarios import FAULT_CASES, FaultCase
+from tests.support.airflow.scenarios import FAULT_CASES, FaultCase
 
 pytestmark = pytest.mark.e2e
 

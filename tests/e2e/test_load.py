@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import scenarios
-from tests.e2e.checks import (
+from tests.e2e.context import E2E
+from tests.support.airflow import scenarios
+from tests.support.airflow.checks import (
     accepted_creates,
     airflow_defer_races,
     faults_injected,
@@ -31,9 +32,8 @@ from tests.e2e.checks import (
     s3_key,
     unexplained_retries,
 )
-from tests.e2e.conftest import E2E
-from tests.e2e.harness import process_tree_cpu
-from tests.e2e.scenarios import TRANSIENT_FAULT_MIX
+from tests.support.airflow.processes import process_tree_cpu
+from tests.support.airflow.scenarios import TRANSIENT_FAULT_MIX
 
 pytestmark = pytest.mark.e2e
 

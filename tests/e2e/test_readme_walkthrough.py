@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import VENV_BIN, free_port, start_group, stop_group, tail, wait_until
+from tests.support.airflow.processes import VENV_BIN, free_port, start_group, stop_group, tail, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from tests.e2e import scenarios
-from tests.e2e.checks import by_task, local_file, log_of, output_folder
-from tests.e2e.conftest import E2E
+from tests.e2e.context import E2E
+from tests.support.airflow import scenarios
+from tests.support.airflow.checks import by_task, local_file, log_of, output_folder
 
 pytestmark = pytest.mark.e2e
 

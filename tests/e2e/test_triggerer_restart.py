@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import scenarios
-from tests.e2e.checks import (
+from tests.e2e.context import E2E
+from tests.support.airflow import scenarios
+from tests.support.airflow.checks import (
     SWAP_FLOW,
     accepted_creates,
     airflow_defer_races,
@@ -26,8 +27,7 @@ from tests.e2e.checks import (
     task_states,
     unexplained_retries,
 )
-from tests.e2e.conftest import E2E
-from tests.e2e.harness import wait_until
+from tests.support.airflow.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -21,10 +21,17 @@ from typing import Any
 import pytest
 
 from airflow_provider_crun.testing.emulator import FaultRule
-from tests.e2e import scenarios
-from tests.e2e.checks import accepted_creates, by_task, local_file, log_of, output_folder, stored_uri
-from tests.e2e.conftest import E2E
-from tests.e2e.harness import task_process, wait_until
+from tests.e2e.context import E2E
+from tests.support.airflow import scenarios
+from tests.support.airflow.checks import (
+    accepted_creates,
+    by_task,
+    local_file,
+    log_of,
+    output_folder,
+    stored_uri,
+)
+from tests.support.airflow.processes import task_process, wait_until
 
 pytestmark = pytest.mark.e2e
 

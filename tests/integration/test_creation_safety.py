@@ -25,6 +25,7 @@ from airflow_provider_crun.hooks import _async_transport, _sync_transport
 from airflow_provider_crun.protocol import calls, errors, retry
 from airflow_provider_crun.protocol.settings import CrunConnectionSettings
 from tests.support import sockets
+from tests.support.fakes import FakeClock
 from tests.support.proxy import clear_proxy_env
 from tests.support.tls import TlsFiles, self_signed
 
@@ -38,25 +39,6 @@ LOG = logging.getLogger("tests.creation_safety")
 
 CREATE = calls.detect_faces_request("https://example.com/group.png")
 READ = calls.detection_result_request("dit-1")
-
-
-class RecordingClock:
-    """Records the retry waits instead of sleeping through them."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return 0.0
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    def uniform(self, low: float, high: float) -> float:
-        return low
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +75,7 @@ def run_sync(origin: str, request: calls.CrunRequest, cafile: Path) -> Outcome:
     """The sync transport's own retry loop, with a session trusting only ``cafile``."""
     session = requests.Session()
     session.verify = str(cafile)
-    clock = RecordingClock()
+    clock = FakeClock()
     try:
         with pytest.raises(errors.TransportError) as caught:
             _sync_transport.call(session, settings(origin), request, clock=clock, log=LOG)
@@ -299,7 +281,7 @@ def test_sync_never_resends_a_creation_on_a_dead_keep_alive_connection(tls: TlsF
     with sockets.LoopbackServer(answer_once_then_close_on_the_next, tls=tls.server_context()) as server:
         session = requests.Session()
         session.verify = str(tls.cert)
-        clock = RecordingClock()
+        clock = FakeClock()
         try:
             _sync_transport.call(session, settings(server.url()), READ, clock=clock, log=LOG)
             with pytest.raises(errors.TransportError) as caught:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_crun.testing.emulator import CrunEmulator, changed_faces
-from tests.conftest import EXAMPLE_DAGS
+from tests.support.connections import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.integration
 

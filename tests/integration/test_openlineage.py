@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_crun.testing.emulator import CrunEmulator
-from tests.conftest import EXAMPLE_DAGS
+from tests.support.connections import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.integration
 

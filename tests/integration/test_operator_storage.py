@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_crun.testing.emulator import CrunEmulator
-from tests.conftest import EXAMPLE_DAGS
+from tests.support.connections import EXAMPLE_DAGS
 from tests.support.s3 import MotoS3, moto_s3_fixture  # noqa: F401
 from tests.support.versions import DURABLE_EXECUTION
 

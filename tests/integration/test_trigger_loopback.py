@@ -19,7 +19,7 @@ import requests
 from airflow_provider_crun.hooks import _session_pool
 from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.triggers.crun import CrunFaceDetectionTrigger, CrunTaskTrigger
-from tests.conftest import TEST_API_KEY
+from tests.support.connections import TEST_API_KEY
 from tests.support.crun_answers import detection_data, task_data
 from tests.support.loop_guard import guarded
 from tests.support.scripted_server import ScriptedServer, ok

@@ -26,7 +26,7 @@ from yarl import URL
 
 from airflow_provider_crun.hooks import _async_transport
 from airflow_provider_crun.protocol import errors
-from tests.unit.hooks.conftest import API_KEY, BASE_URL, CREATE, READ, settings
+from tests.support.transport import API_KEY, BASE_URL, CREATE, READ, settings
 
 KEY = ConnectionKey("api.crun.ai", 443, True, True, None, None, None, None)
 INFO = RequestInfo(URL(BASE_URL + CREATE.path), "POST", CIMultiDictProxy(CIMultiDict()), URL(BASE_URL))

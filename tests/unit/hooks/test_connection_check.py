@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_crun.hooks._connection_check import TEST_TIMEOUT_S, probe_settings
 from airflow_provider_crun.hooks.crun import CrunHook
-from tests.conftest import TEST_API_KEY, crun_connection_json
+from tests.support.connections import TEST_API_KEY, crun_connection_json
 from tests.support.sockets import Behaviour, LoopbackServer, Peer, answering, refused_port
 from tests.support.tls import TlsFiles, self_signed
 

@@ -34,7 +34,7 @@ from airflow_provider_crun.exceptions import (
 )
 from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.protocol import calls, jobs
-from tests.conftest import TEST_API_KEY, crun_connection_json
+from tests.support.connections import TEST_API_KEY, crun_connection_json
 from tests.support.crun_answers import (
     API,
     BALANCE,

@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_crun.hooks import _settings_cache, crun
 from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.protocol.settings import CrunConnectionSettings
-from tests.conftest import crun_connection_json
+from tests.support.connections import crun_connection_json
 
 BASE = "https://api.crun.example"
 

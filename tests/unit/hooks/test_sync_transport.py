@@ -28,7 +28,8 @@ from urllib3.util.ssl_match_hostname import CertificateError as Urllib3Certifica
 
 from airflow_provider_crun.hooks import _sync_transport
 from airflow_provider_crun.protocol import errors, retry
-from tests.unit.hooks.conftest import API_KEY, BASE_URL, CREATE, READ, RecordingClock, settings
+from tests.support.fakes import FakeClock
+from tests.support.transport import API_KEY, BASE_URL, CREATE, READ, settings
 
 CONN = HTTPSConnection("api.crun.ai", 443)
 POOL = HTTPSConnectionPool("api.crun.ai", 443)
@@ -414,7 +415,7 @@ def test_all_proxy_is_not_used(
 
 
 def test_a_creation_that_may_have_been_written_is_sent_once(
-    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: RecordingClock
+    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: FakeClock
 ) -> None:
     session, adapter = mock_session
     adapter.register_uri("POST", BASE_URL + CREATE.path, exc=requests.ReadTimeout("read timed out"))
@@ -427,7 +428,7 @@ def test_a_creation_that_may_have_been_written_is_sent_once(
 
 
 def test_a_creation_never_written_is_retried_up_to_max_retries(
-    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: RecordingClock
+    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: FakeClock
 ) -> None:
     session, adapter = mock_session
     refused = rx.ConnectionError(max_retry(ux.NewConnectionError(CONN, "refused")))
@@ -440,7 +441,7 @@ def test_a_creation_never_written_is_retried_up_to_max_retries(
 
 
 def test_a_creation_succeeds_after_unsent_failures(
-    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: RecordingClock
+    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: FakeClock
 ) -> None:
     session, adapter = mock_session
     adapter.register_uri(
@@ -456,7 +457,7 @@ def test_a_creation_succeeds_after_unsent_failures(
 
 
 def test_a_read_is_retried_even_after_it_was_written(
-    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: RecordingClock
+    mock_session: tuple[requests.Session, requests_mock.Adapter], clock: FakeClock
 ) -> None:
     session, adapter = mock_session
     adapter.register_uri("GET", BASE_URL + READ.path, exc=requests.ReadTimeout("read timed out"))
@@ -467,7 +468,7 @@ def test_a_read_is_retried_even_after_it_was_written(
 
 def test_a_retry_announcement_masks_a_key_crun_echoed(
     mock_session: tuple[requests.Session, requests_mock.Adapter],
-    clock: RecordingClock,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     session, adapter = mock_session

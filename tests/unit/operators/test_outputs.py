@@ -32,7 +32,7 @@ from airflow_provider_crun.operators import _outputs
 from airflow_provider_crun.operators.swap import CrunMultiFaceSwapOperator
 from airflow_provider_crun.operators.task import RESULT_URL_XCOM_KEY, CrunCreateTaskOperator
 from airflow_provider_crun.protocol import calls, jobs
-from tests.conftest import crun_connection_json
+from tests.support.connections import crun_connection_json
 from tests.support.crun_answers import (
     API,
     BALANCE,

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_crun.storage import StoredMedia, store_results
 from tests.support.media_server import MediaServer
-
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
-TASK = "task_12345678"
 
 
 @pytest.fixture(autouse=True)
@@ -39,14 +35,3 @@ def cdn() -> Iterator[MediaServer]:
 def out(tmp_path: Path) -> Path:
     """A destination folder that does not exist yet: ``store_results`` creates it."""
     return tmp_path / "results" / "2026-01-01"
-
-
-def listing(folder: Path) -> list[str]:
-    """Every name in ``folder``, hidden ones included, sorted."""
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def store_into(out: Path, urls: list[str], **kwargs: object) -> list[StoredMedia]:
-    """``store_results`` for ``TASK`` into ``file://<out>/``, 10 s per request."""
-    kwargs.setdefault("timeout", 10)
-    return store_results(urls, crun_task_id=TASK, destination=f"file://{out}/", **kwargs)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from airflow_provider_crun.storage import (
     store_results,
 )
 from tests.support.media_server import Media, MediaServer
-from tests.unit.storage.conftest import PNG, TASK, listing, store_into
+from tests.support.stored_media import PNG, TASK, listing, store_into
 
 
 def test_size_cap_from_content_length_needs_no_get(cdn: MediaServer, out: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_crun.storage import MediaDownloadError, StoredMedia
 from tests.support.media_server import Media, MediaServer
-from tests.unit.storage.conftest import PNG, TASK, listing, store_into
+from tests.support.stored_media import PNG, TASK, listing, store_into
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg-body" * 900
 

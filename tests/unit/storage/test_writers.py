@@ -11,7 +11,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from airflow_provider_crun.storage import writers
-from tests.unit.storage.conftest import listing
+from tests.support.stored_media import listing
 
 MiB = 1024 * 1024
 

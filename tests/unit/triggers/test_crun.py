@@ -24,7 +24,7 @@ from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.operators.crun import CrunCreateTaskOperator
 from airflow_provider_crun.protocol import jobs
 from airflow_provider_crun.triggers.crun import TRIGGERS, CrunFaceDetectionTrigger, CrunTaskTrigger
-from tests.conftest import TEST_API_KEY, crun_connection_json
+from tests.support.connections import TEST_API_KEY, crun_connection_json
 from tests.support.crun_answers import (
     DETECT_ID,
     DETECT_TASK_ID,

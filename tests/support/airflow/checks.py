@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_crun.testing.emulator import EmulatorProcess, changed_faces, input_png
-from tests.e2e.harness import AirflowApi
-from tests.e2e.scenarios import REJECTION_KINDS
+from tests.support.airflow.api import AirflowApi
+from tests.support.airflow.scenarios import REJECTION_KINDS
 from tests.support.s3 import MotoS3
 
 #: The tasks of every swap DAG of the suite, and of the multi-face-swap example.
