@@ -68,37 +68,6 @@ PYTEST_ARGS = [
 
 INSTALL_TIMEOUT_S = 1800
 TEST_TIMEOUT_S = 1800
-EXTRA_TIMEOUT_S = 1200
-
-
-@dataclass(frozen=True)
-class ExtraCheck:
-    """
-    A command run in a cell's venv after its tests (repo root as cwd, the venv's bin first on PATH).
-
-    ``argv`` may use ``{python}`` (the venv's interpreter), ``{bin}`` (its bin directory), ``{cell}``
-    and ``{cell_dir}``. ``cells`` are fnmatch patterns of the cells it runs in.
-    """
-
-    name: str
-    argv: list[str]
-    cells: tuple[str, ...] = ("*",)
-
-
-# ---------------------------------------------------------------------------------------------
-# HOOK: extra per-cell checks. Each runs after pytest in every matching cell; a non-zero exit
-# fails the cell and shows in the summary's "extra" column. Examples, to enable when the
-# scripts/tests exist:
-#
-#   ExtraCheck("readme-snippets", ["{python}", "scripts/check_readme.py"]),
-#   ExtraCheck(
-#       "e2e-happy-path",
-#       ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "e2e",
-#        "tests/e2e/test_happy_path.py"],
-#       cells=("py3.11-*",),
-#   ),
-EXTRA_CELL_CHECKS: list[ExtraCheck] = []
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -124,7 +93,6 @@ class Cell:
     pytest_rc: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
-    extras: dict[str, bool] = field(default_factory=dict)
     note: str = ""
 
     @property
@@ -133,7 +101,7 @@ class Cell:
 
     @property
     def ok(self) -> bool:
-        return bool(self.install_ok) and self.pytest_rc == 0 and all(self.extras.values())
+        return bool(self.install_ok) and self.pytest_rc == 0
 
 
 _print_lock = threading.Lock()
@@ -397,15 +365,6 @@ def run_cell(cell: Cell) -> Cell:
     if cell.pytest_rc not in (0, 1):
         cell.note = f"pytest exit {cell.pytest_rc}"
 
-    for check in EXTRA_CELL_CHECKS:
-        if not any(fnmatch.fnmatch(cell.name, pattern) for pattern in check.cells):
-            continue
-        fill = {"python": str(venv / "bin" / "python"), "bin": str(venv / "bin"), "cell": cell.name}
-        fill["cell_dir"] = str(cell.directory)
-        argv = [part.format(**fill) for part in check.argv]
-        rc = _run(argv, cell.directory / f"extra-{check.name}.log", env, EXTRA_TIMEOUT_S)
-        cell.extras[check.name] = rc == 0
-
     cell.total_s = time.monotonic() - start
     c = cell.counts
     log(
@@ -421,11 +380,10 @@ def run_cell(cell: Cell) -> Cell:
 
 def print_summary(cells: list[Cell], wall_s: float) -> None:
     headers = ["cell", "python", "install", "install s", "passed", "failed", "errors", "skipped", "xfailed"]
-    headers += ["tests s", "cell s", "extra", "result"]
+    headers += ["tests s", "cell s", "result"]
     rows = []
     for cell in cells:
         c = cell.counts or {}
-        extra = ", ".join(f"{name}:{'ok' if ok else 'FAIL'}" for name, ok in cell.extras.items()) or "-"
         rows.append(
             [
                 cell.name,
@@ -439,7 +397,6 @@ def print_summary(cells: list[Cell], wall_s: float) -> None:
                 str(c.get("xfailed", "-")),
                 f"{cell.test_s:.0f}" if cell.pytest_rc is not None else "-",
                 f"{cell.total_s:.0f}",
-                extra,
                 ("PASS" if cell.ok else "FAIL") + (f" ({cell.note})" if cell.note else ""),
             ]
         )
@@ -518,7 +475,6 @@ def main() -> int:
                 "total_s": round(c.total_s, 1),
                 "pytest_rc": c.pytest_rc,
                 "counts": c.counts,
-                "extras": c.extras,
                 "failures": c.failures,
                 "ok": c.ok,
             }

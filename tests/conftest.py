@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.connections import EXAMPLE_DAGS, crun_connection_json
+from tests.support.tls import TlsFiles, self_signed
 
 # Airflow reads AIRFLOW_HOME when it is first imported, so this must run before any test module
 # imports it. A throwaway home keeps the suite off the developer's real Airflow.
@@ -26,6 +27,12 @@ def crun_conn(monkeypatch: pytest.MonkeyPatch) -> str:
     """``crun_default`` pointing at a loopback base URL, with small retry settings."""
     monkeypatch.setenv("AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(timeout=5, max_retries=3))
     return "crun_default"
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1, localhost and crun.test, with its key."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

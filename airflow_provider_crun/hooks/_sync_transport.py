@@ -207,11 +207,33 @@ class SendWatch(Protocol):
 
 
 class _CrunBackoff(tenacity.wait.wait_base):
-    """Tenacity's wait over :func:`retry.backoff_seconds`, which honours ``Retry-After``."""
+    """
+    Tenacity's wait over :func:`retry.backoff_seconds`, which honours ``Retry-After``.
+
+    With a deadline, no wait runs past it: the next attempt is the last, right at the deadline.
+    """
+
+    def __init__(self, clock: Clock, deadline: float | None) -> None:
+        self.clock = clock
+        self.deadline = deadline
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         error = retry_state.outcome.exception() if retry_state.outcome else None
-        return retry.backoff_seconds(retry_state.attempt_number, error)
+        wait = retry.backoff_seconds(retry_state.attempt_number, error)
+        if self.deadline is not None:
+            wait = max(0.0, min(wait, self.deadline - self.clock.time()))
+        return wait
+
+
+class _PastDeadline(tenacity.stop.stop_base):
+    """Stop once the deadline has passed (never, without one)."""
+
+    def __init__(self, clock: Clock, deadline: float | None) -> None:
+        self.clock = clock
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.deadline is not None and self.clock.time() >= self.deadline
 
 
 def call(
@@ -222,6 +244,7 @@ def call(
     clock: Clock,
     log: logging.Logger | Any,
     watch: SendWatch | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any] | None:
     """
     Send a call, retrying what :func:`retry.is_retryable` allows, up to ``max_retries`` times.
@@ -229,6 +252,8 @@ def call(
     A creation call is re-sent only after an attempt that certainly never wrote the request.
 
     :param watch: Told before each attempt and before each backoff (see :class:`SendWatch`).
+    :param deadline: Epoch seconds (on ``clock``) after which no attempt starts: a blocking wait
+        ends at its deadline as the trigger's does, not ``max_retries`` ``Retry-After`` waits later.
 
     :raises errors.CrunProtocolError: the last attempt's error.
     """
@@ -252,8 +277,8 @@ def call(
         retry=tenacity.retry_if_exception(
             lambda error: retry.is_retryable(error, creates_billable=request.creates_billable)
         ),
-        stop=tenacity.stop_after_attempt(settings.max_retries + 1),
-        wait=_CrunBackoff(),
+        stop=tenacity.stop_after_attempt(settings.max_retries + 1) | _PastDeadline(clock, deadline),
+        wait=_CrunBackoff(clock, deadline),
         before=(lambda retry_state: watch.before_send()) if watch is not None else tenacity.before_nothing,
         before_sleep=announce,
         sleep=clock.sleep,

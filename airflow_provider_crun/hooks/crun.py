@@ -131,10 +131,15 @@ class CrunHook(AsyncReadsMixin, BaseHook):
         return self._http
 
     def _call(
-        self, request: calls.CrunRequest, watch: _sync_transport.SendWatch | None = None
+        self,
+        request: calls.CrunRequest,
+        watch: _sync_transport.SendWatch | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any] | None:
         settings = self.settings
-        return _sync_transport.call(self.http, settings, request, clock=self.clock, log=self.log, watch=watch)
+        return _sync_transport.call(
+            self.http, settings, request, clock=self.clock, log=self.log, watch=watch, deadline=deadline
+        )
 
     def submit(self, request: calls.CrunRequest, watch: _sync_transport.SendWatch | None = None) -> str:
         """
@@ -229,9 +234,13 @@ class CrunHook(AsyncReadsMixin, BaseHook):
         with self._as_airflow_errors():
             while True:
                 try:
-                    data = self._call(kind.status_request(job_id))
+                    data = self._call(kind.status_request(job_id), deadline=deadline)
                 except errors.CrunProtocolError as error:
-                    raise job_watch.read_error(error) from None
+                    failure = job_watch.read_error(error)
+                    if self.clock.time() >= deadline and retry.is_retryable(failure, creates_billable=False):
+                        # Retries cut short by the deadline end the wait as the trigger's does.
+                        raise job_watch.timed_out(deadline, limit, failure) from None
+                    raise failure from None
                 seen = job_watch.observe(data, now=self.clock.time())
                 if seen.change:
                     self.log.info(seen.change)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -213,9 +212,6 @@ class CrunJobOperator(DurableJobMixin, BaseOperator):
 
     def _deadline(self, context: Context) -> tuple[float, str]:
         """The earlier of ``timeout`` from now and the end of this try's ``execution_timeout``."""
-        ti = context.get("ti")
-        start = getattr(ti, "start_date", None)
-        execution_end = None
-        if self.execution_timeout is not None and isinstance(start, datetime):
-            execution_end = start.timestamp() + self.execution_timeout.total_seconds()
+        started = getattr(context.get("ti"), "start_date", None)
+        execution_end = watch.execution_deadline(started, self.execution_timeout)
         return watch.wait_deadline(time.time(), self.timeout, execution_end)

@@ -180,8 +180,7 @@ def _detection_summary(reader: _Reader) -> dict[str, Any]:
     if isinstance(detect_id, bool) or not isinstance(detect_id, (str, int)) or str(detect_id).strip() == "":
         raise reader.malformed("result.id (the detect_id) is missing", result)
     faces = result.get("faces")
-    if faces is None:
-        faces = []
+    # A null or missing list is not "no faces": a succeeded detection always lists what it found.
     if not isinstance(faces, list):
         raise reader.malformed("result.faces is not a list", faces)
     parsed: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ No I/O: the caller reads, passes the answer in, and logs what comes back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow_provider_crun.protocol import errors
@@ -129,3 +129,16 @@ def wait_deadline(now: float, timeout: float, execution_deadline: float | None) 
     if execution_deadline is not None and execution_deadline < own:
         return execution_deadline, "execution_timeout"
     return own, "timeout"
+
+
+def execution_deadline(started: Any, execution_timeout: timedelta | None) -> float | None:
+    """
+    When a try's ``execution_timeout`` runs out, as epoch seconds.
+
+    :param started: The try's start (its task instance's ``start_date``); anything but a
+        ``datetime`` counts as unknown.
+    :returns: ``None`` when there is no ``execution_timeout`` or the start is unknown.
+    """
+    if execution_timeout is None or not isinstance(started, datetime):
+        return None
+    return started.timestamp() + execution_timeout.total_seconds()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
+    AirflowTaskTimeout,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
@@ -113,13 +114,19 @@ class _CrunJobSensor(BaseSensorOperator):
             return first.xcom_value
         from airflow_provider_crun.triggers.crun import TRIGGERS
 
-        # The deadline lives in the trigger: defer(timeout=...) would skip execute_complete.
+        # The deadline lives in the trigger: defer(timeout=...) would skip execute_complete. A
+        # shorter execution_timeout wins, as it would in poke mode.
+        started = getattr(context.get("ti"), "start_date", None)
+        deadline, limit = watch.wait_deadline(
+            time.time(), float(self.timeout), watch.execution_deadline(started, self.execution_timeout)
+        )
         self.defer(
             trigger=TRIGGERS[self.kind.id_key](
                 self.job_id,
                 crun_conn_id=self.crun_conn_id,
                 poll_interval=float(self.poke_interval),
-                deadline=time.time() + float(self.timeout),
+                deadline=deadline,
+                limit=limit,
             ),
             method_name="execute_complete",
         )
@@ -128,7 +135,8 @@ class _CrunJobSensor(BaseSensorOperator):
         """
         Resume after the trigger fired; return the finished job's summary.
 
-        :raises AirflowSensorTimeout: the deadline passed, as in poke mode.
+        :raises AirflowSensorTimeout: the sensor's ``timeout`` passed, as in poke mode (no retry).
+        :raises AirflowTaskTimeout: the try's ``execution_timeout`` passed first (Airflow may retry).
         :raises CrunError: the class poke mode raises for the same answer.
         """
         from airflow_provider_crun.events import result_from_event
@@ -136,6 +144,8 @@ class _CrunJobSensor(BaseSensorOperator):
         try:
             job_id, result, _ = result_from_event(event, self.kind)
         except CrunTimeoutError as error:
+            if error.limit == "execution_timeout":
+                raise AirflowTaskTimeout(str(error)) from error
             raise AirflowSensorTimeout(str(error)) from error
         return {self.kind.id_key: job_id, **result}
 

@@ -2,11 +2,12 @@
 One batch run with three failures injected into it, and what each one did.
 
 The batch example runs over N images on the fault-injecting emulator while the slow-swap DAG holds
-long Crun tasks on its own emulator. While both are in flight: (b) SIGKILL the triggerer that
-runs the most triggers, and time until the survivor runs every one of them; (c) SIGKILL the
-Celery worker that runs blocking swaps, and time until each task it held has another try;
+long Crun tasks on its own emulator. While both are in flight, in this order: (b) SIGKILL the
+triggerer that runs the most triggers, and time until the survivor runs every one of them;
 (d) restart PostgreSQL while swaps are deferred, and restart whatever component exits because of
-it, as a process supervisor would. The tests assert on the :class:`Chaos` record.
+it, as a process supervisor would; (c) SIGKILL the Celery worker that runs blocking swaps and
+swaps in their resume method, and time until each task it held has another try. The tests
+assert on the :class:`Chaos` record.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from tests.support.airflow.api import FINISHED_RUN_STATES
 from tests.support.airflow.processes import wait_until
 
 BATCH_DAG = "example_crun_batch_face_swap"
+#: Triggers the busier triggerer should run when it is killed (the batch defers up to 32 at once).
+TRIGGERS_AT_KILL = 10
+#: How long the worker kill waits for a worker holding both blocking and resuming swaps.
+RESUME_WINDOW_S = 8.0
 SLOW_DAG = "distributed_crun_slow_swaps"
 T = TypeVar("T")
 
@@ -43,11 +48,26 @@ class Chaos:
     final: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def checked_wait(cluster: CeleryDeployment, predicate: Callable[[], T], *, timeout: float, what: str) -> T:
-    """:func:`wait_until`, failing at once with its log tail when a component exits by itself."""
+def checked_wait(
+    cluster: CeleryDeployment,
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    restarted: list[str] | None = None,
+) -> T:
+    """
+    :func:`wait_until`, failing at once with its log tail when a component exits by itself.
+
+    :param restarted: Instead of failing, restart what exited and add its name here (a process
+        supervisor's job, after the DB restart).
+    """
 
     def check() -> T:
-        cluster.check_alive()
+        if restarted is None:
+            cluster.check_alive()
+        else:
+            restarted.extend(cluster.restart_exited())
         return predicate()
 
     return wait_until(check, timeout=timeout, interval=0.5, what=what)
@@ -65,7 +85,17 @@ def _running_tis(cluster: CeleryDeployment) -> list[dict[str, Any]]:
 def kill_busiest_triggerer(cluster: CeleryDeployment, monitor: Monitor) -> dict[str, Any]:
     """(b) SIGKILL the triggerer with the most triggers; wait until the survivor runs them all."""
     jobs = {name: cluster.triggerer_job(name) for name in TRIGGERERS}
-    held = {name: monitor.assigned_to(job) for name, job in jobs.items()}
+
+    def busy() -> dict[str, set[int]] | None:
+        now = {name: monitor.assigned_to(job) for name, job in jobs.items()}
+        return now if max(len(ids) for ids in now.values()) >= TRIGGERS_AT_KILL else None
+
+    try:
+        what = f"a triggerer running {TRIGGERS_AT_KILL} triggers"
+        held = checked_wait(cluster, busy, timeout=120, what=what)
+    except TimeoutError:
+        # A small batch may never get there: kill what there is, the figures say how many.
+        held = {name: monitor.assigned_to(job) for name, job in jobs.items()}
     victim = max(held, key=lambda name: len(held[name]))
     survivor = next(name for name in TRIGGERERS if name != victim)
     cluster.kill(victim)
@@ -91,17 +121,46 @@ def kill_busiest_triggerer(cluster: CeleryDeployment, monitor: Monitor) -> dict[
     }
 
 
-def kill_worker_with_blocking_swaps(cluster: CeleryDeployment) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(c) SIGKILL the worker running the most blocking swaps; wait until each lost try is retried."""
+def kill_worker_with_blocking_swaps(
+    cluster: CeleryDeployment, *, restarted: list[str] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """
+    (c) SIGKILL the worker running blocking swaps, preferably while it also runs deferred swaps in
+    their resume method; wait until each lost try is retried.
+
+    The slow emulator serves results slowly, so after the slow Crun tasks succeed both kinds
+    spend about 20 s storing them: blocking swaps in ``execute``, deferred ones in
+    ``execute_complete``. A worker holding both is killed; if none does within
+    :data:`RESUME_WINDOW_S` of the first resume seen, the one with the most blocking swaps is.
+
+    :param restarted: Restart components that exit meanwhile (after the DB restart) and add
+        their names here, instead of failing.
+    """
+    first_resume_at: list[float] = []
 
     def pick() -> tuple[str, list[dict[str, Any]]] | None:
         running = _running_tis(cluster)
         by_worker = {name: cluster.component_pids(name) for name in WORKERS}
         held = {name: [ti for ti in running if ti["pid"] in pids] for name, pids in by_worker.items()}
-        name = max(held, key=lambda n: sum(ti["task_id"] == "swap_blocking" for ti in held[n]))
-        return (name, held[name]) if any(ti["task_id"] == "swap_blocking" for ti in held[name]) else None
+        blocking = {name: sum(ti["task_id"] == "swap_blocking" for ti in tis) for name, tis in held.items()}
+        resuming = {
+            name: sum(ti["task_id"] == "swap_deferred" and bool(ti["next_method"]) for ti in tis)
+            for name, tis in held.items()
+        }
+        both = [name for name in WORKERS if blocking[name] and resuming[name]]
+        if both:
+            name = max(both, key=lambda n: blocking[n] + resuming[n])
+            return name, held[name]
+        if any(resuming.values()) and not first_resume_at:
+            first_resume_at.append(time.monotonic())
+        if first_resume_at and time.monotonic() - first_resume_at[0] > RESUME_WINDOW_S:
+            name = max(WORKERS, key=lambda n: blocking[n])
+            return (name, held[name]) if blocking[name] else None
+        return None
 
-    victim, held = checked_wait(cluster, pick, timeout=300, what="a worker running blocking swaps")
+    victim, held = checked_wait(
+        cluster, pick, timeout=400, what="a worker running blocking swaps", restarted=restarted
+    )
     cluster.kill(victim)
     killed_at = time.monotonic()
 
@@ -117,7 +176,9 @@ def kill_worker_with_blocking_swaps(cluster: CeleryDeployment) -> tuple[dict[str
                 return False
         return True
 
-    checked_wait(cluster, retried, timeout=300, what="every try of the dead worker to be retried")
+    checked_wait(
+        cluster, retried, timeout=300, what="every try of the dead worker to be retried", restarted=restarted
+    )
     recovered_s = round(time.monotonic() - killed_at, 1)
     cluster.start(victim)
     for ti in held:
@@ -178,8 +239,13 @@ def run_batch_with_chaos(
 
     checked_wait(cluster, slow_swaps_in_flight, timeout=600, what="the slow swaps to be in flight")
     chaos.triggerer_kill = kill_busiest_triggerer(cluster, monitor)
-    chaos.worker_kill, chaos.held_by_dead_worker = kill_worker_with_blocking_swaps(cluster)
+    # The DB restart before the worker kill: it needs deferred swaps (the slow ones are deferred
+    # early), and the kill waits for the slow swaps' resume methods, about two minutes in.
     chaos.db_restart = restart_postgres(cluster)
+    exited_later = chaos.db_restart["components_exited_and_restarted"]
+    chaos.worker_kill, chaos.held_by_dead_worker = kill_worker_with_blocking_swaps(
+        cluster, restarted=exited_later
+    )
     pending = {BATCH_DAG: chaos.batch_run, SLOW_DAG: chaos.slow_run}
     deadline = time.monotonic() + 3600
     while pending:

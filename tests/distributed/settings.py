@@ -22,8 +22,10 @@ MAIN_CONN = "crun_default"
 SLOW_CONN = "crun_slow"
 # Swaps long enough to defer (a poll or two), short enough for a batch.
 MAIN_ARGS = ("--credits", "10000000", "--detect-delays", "1,2", "--task-delays", "2,5")
-# Long Crun tasks: the slow swaps are still running after every kill of the scenario.
-SLOW_ARGS = ("--credits", "100000", "--task-delays", "20,100")
+# Long Crun tasks: the slow swaps are still running after every kill of the scenario. Results are
+# served slowly (10 s per HEAD and per GET), so that storing one takes about 20 s: the worker
+# kill finds deferred swaps in their resume method, next to blocking ones.
+SLOW_ARGS = ("--credits", "100000", "--task-delays", "20,100", "--fault", "media:slow:delay=10")
 
 # About 5 % of the requests fail, all transiently: the same mix as the SQLite load scenario.
 FAULTS = TRANSIENT_FAULT_MIX

@@ -47,11 +47,6 @@ def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return self_signed(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
 def untrusted(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """A second self-signed certificate that no client in these tests trusts."""
     return self_signed(tmp_path_factory.mktemp("untrusted"))

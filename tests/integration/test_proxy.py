@@ -14,16 +14,17 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 import requests
 
 from airflow_provider_crun.hooks import _async_transport, _sync_transport
+from airflow_provider_crun.hooks._session_pool import hold_lease
 from airflow_provider_crun.protocol import calls, errors, retry
 from airflow_provider_crun.protocol.settings import CrunConnectionSettings
 from tests.support import sockets
+from tests.support.fakes import FakeClock
 from tests.support.proxy import ForwardProxy, clear_proxy_env
-from tests.support.tls import TlsFiles, self_signed
+from tests.support.tls import TlsFiles
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +38,9 @@ CREATE = calls.create_task_request(
 TRANSPORTS = ["sync", "async"]
 
 
-class NoSleep:
-    def time(self) -> float:
-        return 0.0
-
-    def sleep(self, seconds: float) -> None:
-        pass
-
-    async def asleep(self, seconds: float) -> None:
-        pass
-
-    def uniform(self, low: float, high: float) -> float:
-        return low
-
-
 @pytest.fixture(autouse=True)
 def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_proxy_env(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -87,14 +69,20 @@ def send(
         session = requests.Session()
         session.verify = str(tls.cert)
         try:
-            return _sync_transport.call(session, conn, request, clock=NoSleep(), log=LOG)
+            return _sync_transport.call(session, conn, request, clock=FakeClock(), log=LOG)
         finally:
             session.close()
 
     async def exchange() -> Any:
-        connector = aiohttp.TCPConnector(ssl=tls.client_context())
-        async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
-            return await _async_transport.send_once(session, conn, request)
+        # The triggers' own path: the pooled session (trust_env off) and its proxy snapshot.
+        async with hold_lease(conn.base_url) as lease:
+            return await _async_transport.send_once(
+                lease.session,
+                conn,
+                request,
+                _async_transport.tls_context(str(tls.cert)),
+                lease.proxy_environment,
+            )
 
     return asyncio.run(exchange())
 

@@ -19,10 +19,12 @@ import requests
 from airflow_provider_crun.hooks import _session_pool
 from airflow_provider_crun.hooks.crun import CrunHook
 from airflow_provider_crun.triggers.crun import CrunFaceDetectionTrigger, CrunTaskTrigger
-from tests.support.connections import TEST_API_KEY
+from tests.support.connections import TEST_API_KEY, crun_connection_json
 from tests.support.crun_answers import detection_data, task_data
 from tests.support.loop_guard import guarded
 from tests.support.scripted_server import ScriptedServer, ok
+from tests.support.sockets import LoopbackServer, answering
+from tests.support.tls import TlsFiles
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +116,27 @@ async def test_many_triggers_share_one_pooled_session_and_reuse_connections(
     # Keep-alive connections from a bounded pool, each carrying many polls.
     assert scripted_crun.connections <= _session_pool.CONNECTION_LIMIT
     assert len(scripted_crun.requests) >= POLLS_EACH * scripted_crun.connections
+
+
+async def test_a_trigger_trusts_the_connections_ca_bundle_over_tls(
+    tls: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The triggers' path with ``ca_bundle``: a self-signed Crun is trusted only through it."""
+    with LoopbackServer(answering(task_data("success")), tls=tls.server_context()) as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(server.url(), ca_bundle=str(tls.cert))
+        )
+        trusted = await first_event(
+            CrunTaskTrigger("task-tls", deadline=time.time() + 60, poll_interval=POLL_INTERVAL)
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_CRUN_OTHER", crun_connection_json(server.url(), max_retries=0))
+        untrusted = await first_event(
+            CrunTaskTrigger(
+                "task-tls", crun_conn_id="crun_other", deadline=time.time() + 60, poll_interval=POLL_INTERVAL
+            )
+        )
+
+    assert trusted["status"] == "success", trusted
+    assert server.count("GET") == 1
+    assert untrusted["status"] == "error", untrusted
+    assert "certificate verify failed" in untrusted["message"], untrusted

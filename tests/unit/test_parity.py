@@ -3,7 +3,8 @@ One Crun answer, one outcome: the same exception class and retry meaning in ever
 
 Each row is an HTTP answer Crun documents (or a malformed one). It answers the status read of a
 task while the operator waits in blocking mode (the hook's sync transport, with retries), in
-deferrable mode (the trigger's single-attempt reads; its event is fed to ``execute_complete``),
+deferrable mode (the trigger's single-attempt reads over the real aiohttp path, from a loopback
+server; its event is fed to ``execute_complete``),
 and on the reattach read that every mode, submit-only included, makes for a stored id. A second
 table answers the creation call itself, which is shared by every mode.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,12 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_crun import exceptions as crun_exceptions
-from airflow_provider_crun.exceptions import CrunError, airflow_error
-from airflow_provider_crun.hooks.crun import CrunHook
+from airflow_provider_crun.exceptions import CrunError
 from airflow_provider_crun.operators.task import CrunCreateTaskOperator
-from airflow_provider_crun.protocol import calls, envelope, errors
+from airflow_provider_crun.protocol import calls
 from airflow_provider_crun.triggers import crun as crun_triggers
+from tests.support import sockets
+from tests.support.connections import crun_connection_json
 from tests.support.crun_answers import CREATE, IMAGE, TASK_ID, TASK_INFO, ok, task_data
 from tests.support.fakes import FakeClock, FakeTaskStateStore, make_context
 
@@ -53,12 +54,14 @@ class Answer:
     def mock(self) -> dict[str, Any]:
         return {"status_code": self.status, "content": self.body, "headers": self.headers}
 
-    def read(self) -> dict[str, Any]:
-        """What the async transport makes of this answer: ``data``, or the Airflow error it raises."""
-        try:
-            return envelope.parse_response(self.status, self.body, self.headers) or {}
-        except errors.CrunProtocolError as error:
-            raise airflow_error(error) from None
+    def serve(self, peer: sockets.Peer, server: sockets.LoopbackServer) -> None:
+        """A loopback server's behaviour: this answer to every request (keep-alive)."""
+        head = f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(self.body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        while True:
+            server.record(peer.read_request())
+            peer.send(head.encode() + b"\r\n" + self.body)
 
 
 def crun_error(code: int, *, in_body: bool = False) -> Answer:
@@ -142,33 +145,29 @@ def post_requests(requests_mock: Any) -> int:
 
 
 def trigger_event(
-    trigger: Any, monkeypatch: pytest.MonkeyPatch, read: Callable[[], dict[str, Any]]
-) -> tuple[dict[str, Any], FakeClock]:
-    """Run the trigger to its one event; each poll is answered by ``read``."""
+    trigger: Any, monkeypatch: pytest.MonkeyPatch, answer: Answer
+) -> tuple[dict[str, Any], FakeClock, int]:
+    """
+    Run the trigger to its one event, each poll answered by ``answer`` from a loopback server.
+
+    The trigger's real path: connection lookup, pooled aiohttp session, transport, error map.
+
+    :returns: The event, the trigger's clock, and how many reads the server answered.
+    """
     clock = FakeClock(start=time.time())
-
-    async def aget_job(self: CrunHook, kind: Any, job_id: str) -> dict[str, Any]:
-        return read()
-
-    monkeypatch.setattr(CrunHook, "aget_job", aget_job)
     monkeypatch.setattr(crun_triggers, "SYSTEM_CLOCK", clock)
 
     async def collect() -> list[Any]:
         return [event async for event in trigger.run()]
 
-    events = asyncio.run(collect())
+    with sockets.LoopbackServer(answer.serve) as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CRUN_DEFAULT", crun_connection_json(server.url(), timeout=5, max_retries=3)
+        )
+        events = asyncio.run(collect())
+        reads = server.count("GET")
     assert len(events) == 1
-    return dict(events[0].payload), clock
-
-
-def counted(answer: Answer) -> tuple[Callable[[], dict[str, Any]], list[int]]:
-    reads: list[int] = []
-
-    def read() -> dict[str, Any]:
-        reads.append(1)
-        return answer.read()
-
-    return read, reads
+    return dict(events[0].payload), clock, reads
 
 
 def assert_same_meaning(error: BaseException, row: Row) -> None:
@@ -201,14 +200,13 @@ def test_deferrable_wait_in_the_trigger(
     requests_mock.get(TASK_INFO, **ok(task_data("running")))
     with pytest.raises(TaskDeferred) as deferral:
         operator("deferrable").execute(make_context(FakeTaskStateStore()))
-    read, reads = counted(row.answer)
 
-    event, _ = trigger_event(deferral.value.trigger, monkeypatch, read)
+    event, _, reads = trigger_event(deferral.value.trigger, monkeypatch, row.answer)
 
     with pytest.raises(CrunError) as caught:
         operator("deferrable").execute_complete(make_context(), event=event)
     assert_same_meaning(caught.value, row)
-    assert len(reads) == row.attempts
+    assert reads == row.attempts
     assert caught.value.message == crun_exceptions.error_from_event(event["error"]).message
 
 
@@ -223,7 +221,7 @@ def test_deferrable_wait_from_the_first_read(
         operator("deferrable").execute(make_context(FakeTaskStateStore()))
     except TaskDeferred as deferral:
         assert row.retried, "only an answer worth retrying may still defer"
-        event, _ = trigger_event(deferral.trigger, monkeypatch, row.answer.read)
+        event, _, _ = trigger_event(deferral.trigger, monkeypatch, row.answer)
         with pytest.raises(CrunError) as caught:
             operator("deferrable").execute_complete(make_context(), event=event)
         error: BaseException = caught.value
@@ -245,7 +243,7 @@ def test_retry_after_is_honoured_alike_by_the_hook_and_the_trigger(
     requests_mock.get(TASK_INFO, **ok(task_data("running")))
     with pytest.raises(TaskDeferred) as deferral:
         operator("deferrable", poll_interval=10).execute(make_context())
-    _, clock = trigger_event(deferral.value.trigger, monkeypatch, answer.read)
+    _, clock, _ = trigger_event(deferral.value.trigger, monkeypatch, answer)
 
     assert no_backoff == [7.0, 7.0, 7.0]
     assert clock.sleeps[1:] == no_backoff  # the first sleep is the trigger's start jitter

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,7 @@ from airflow_provider_crun.hooks._connection_check import TEST_TIMEOUT_S, probe_
 from airflow_provider_crun.hooks.crun import CrunHook
 from tests.support.connections import TEST_API_KEY, crun_connection_json
 from tests.support.sockets import Behaviour, LoopbackServer, Peer, answering, refused_port
-from tests.support.tls import TlsFiles, self_signed
+from tests.support.tls import TlsFiles
 
 # A connection id like the random one Airflow's UI tests a form under.
 TEMP_ID = "EEFsGHcw"
@@ -45,11 +44,6 @@ def plain_http(peer: Peer, server: LoopbackServer) -> None:
     peer.recv()
     peer.send_raw(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     peer.close()
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> TlsFiles:
-    return self_signed(tmp_path)
 
 
 def run_connection_test(

@@ -574,6 +574,25 @@ class TestWaitForJob:
         assert requests_mock.call_count == 4
         assert clock.time() == deadline
 
+    def test_retry_after_waits_end_at_the_deadline_as_a_timeout(
+        self, crun_conn: str, requests_mock: Mocker
+    ) -> None:
+        """Like the trigger: no wait runs past the deadline, and the last poll is right at it."""
+        requests_mock.get(TASK_INFO, **api_error(429, headers={"Retry-After": "60"}))
+        clock = FakeClock()
+        deadline = clock.time() + 90
+
+        with pytest.raises(CrunTimeoutError) as raised:
+            CrunHook(crun_conn, clock=clock).wait_for_job(
+                jobs.TASK, TASK_ID, poll_interval=5, deadline=deadline
+            )
+
+        assert clock.sleeps == [60, 30]
+        assert clock.time() == deadline
+        assert requests_mock.call_count == 3
+        assert "Last poll failed: Crun API error 429" in str(raised.value)
+        assert not isinstance(raised.value, AirflowFailException)
+
     def test_failed_job_raises_with_crun_explanation(self, crun_conn: str, requests_mock: Mocker) -> None:
         requests_mock.get(TASK_INFO, [ok(task_data("running")), ok(task_data("failed"))])
         clock = FakeClock()

@@ -250,7 +250,6 @@ class TestReadDetection:
         ("changes", "expected"),
         [
             ({"faces": []}, {"detect_id": DETECT_ID, "faces": []}),
-            ({"faces": None}, {"detect_id": DETECT_ID, "faces": []}),
             (
                 {"id": 12345},
                 {"detect_id": "12345", "faces": [{"id": 0, "link": FACE_0}, {"id": 1, "link": FACE_1}]},
@@ -260,7 +259,7 @@ class TestReadDetection:
                 {"detect_id": DETECT_ID, "faces": [{"id": 3, "link": FACE_1}, {"id": 0, "link": FACE_0}]},
             ),
         ],
-        ids=["no-faces", "faces-null", "numeric-detect-id", "extra-face-fields-dropped-order-kept"],
+        ids=["no-faces", "numeric-detect-id", "extra-face-fields-dropped-order-kept"],
     )
     def test_success_summary(self, changes: dict[str, Any], expected: dict[str, Any]) -> None:
         read = jobs.read_detection(detection_with(**changes), DETECT_TASK_ID)
@@ -292,6 +291,7 @@ class TestReadDetection:
             (detection_with_face(link=FACE_1), "a face id is not a non-negative integer"),
             (detection_with(faces={"0": FACE_0}), "result.faces is not a list"),
             (detection_with(faces="face-0"), "result.faces is not a list"),
+            (detection_with(faces=None), "result.faces is not a list"),
             (detection_with(faces=[FACE_0]), "a face is not an object"),
             (detection_with_face(id=1), "a face link is not an http(s) URL"),
             (detection_with_face(id=1, link=""), "a face link is not an http(s) URL"),
@@ -325,6 +325,7 @@ class TestReadDetection:
             "face-id-missing",
             "faces-an-object",
             "faces-text",
+            "faces-null",
             "face-not-an-object",
             "face-without-link",
             "face-link-empty",

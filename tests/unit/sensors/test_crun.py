@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import requests_mock as requests_mock_module
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowTaskTimeout,
     TaskDeferred,
 )
 from airflow.sdk.bases.operator import ExecutorSafeguard
@@ -297,6 +299,40 @@ async def test_deferrable_resume_after_the_deadline_raises_sensor_timeout(
 
     assert event["status"] == "timeout"
     with pytest.raises(AirflowSensorTimeout, match=f"{TASK_ID} did not finish by"):
+        sensor("task").execute_complete(make_context(), event)
+
+
+def test_deferrable_deadline_is_execution_timeout_when_it_comes_first(
+    crun_conn: str, requests_mock: Mocker
+) -> None:
+    requests_mock.get(TASK_INFO, **ok(task_data("running")))
+    started = datetime.now(UTC)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor("task", deferrable=True, timeout=3 * 3600, execution_timeout=timedelta(seconds=60)).execute(
+            make_context(started=started)
+        )
+
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert (kwargs["deadline"], kwargs["limit"]) == (started.timestamp() + 60, "execution_timeout")
+
+
+async def test_deferrable_resume_after_execution_timeout_raises_task_timeout(
+    scripted_crun: ScriptedServer, requests_mock: Mocker
+) -> None:
+    """Like poke mode, where Airflow's own execution_timeout ends the try: a retry may follow."""
+    scripted_crun.script("/client/job/TaskInfo", served(task_data("running")))
+    url = f"{scripted_crun.url}/api/v1/client/job/TaskInfo"
+    requests_mock.get(url, **ok(task_data("running")))
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor("task", deferrable=True, execution_timeout=timedelta(seconds=1)).execute(
+            make_context(started=datetime.now(UTC) - timedelta(seconds=5))
+        )
+
+    event = await event_of(deferred.value.trigger)
+
+    assert (event["status"], event["error"]["limit"]) == ("timeout", "execution_timeout")
+    with pytest.raises(AirflowTaskTimeout, match=r"\(its execution_timeout\)"):
         sensor("task").execute_complete(make_context(), event)
 
 
