@@ -38,7 +38,7 @@ class CeleryDeployment(AirflowDeployment):
     """
 
     database: ScratchDatabase = field(default_factory=ScratchDatabase)
-    broker: ScratchRedis = field(default_factory=ScratchRedis)
+    broker: ScratchRedis = field(default_factory=ScratchRedis.claim)
     #: ``TriggererJob`` id of each triggerer start, in order: ``(component, job id)``.
     triggerer_jobs: list[tuple[str, int]] = field(default_factory=list)
 

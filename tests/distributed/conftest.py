@@ -80,8 +80,7 @@ def dist(request: pytest.FixtureRequest) -> Iterator[Dist]:
     started = time.monotonic()
     with ExitStack() as stack:
         stack.callback(exit_on_sigterm())
-        broker = ScratchRedis()
-        broker.flush()
+        broker = ScratchRedis.claim()
         stack.callback(broker.flush)
         database = ScratchDatabase().create()
         atexit.register(database.drop)

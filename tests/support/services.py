@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -22,8 +23,11 @@ PG_PORT = 5432
 PG_USER = "postgres"
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
-#: A Redis DB number no other suite here uses (Celery's default is 0).
-REDIS_DB = 13
+#: The Redis DB numbers a run may claim, highest first (Celery's default, 0, is never used).
+REDIS_DBS = range(15, 0, -1)
+#: The key that marks a DB as one run's; a crashed run's claim expires.
+REDIS_CLAIM_KEY = "crun-dist-claim"
+REDIS_CLAIM_SECONDS = 3 * 3600
 
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'
@@ -133,9 +137,32 @@ class ScratchDatabase:
 
 @dataclass
 class ScratchRedis:
-    """One Redis DB number, flushed when the run starts and when it ends."""
+    """
+    One Redis DB number of this run's own, flushed when the run ends.
 
-    db: int = REDIS_DB
+    :meth:`claim` takes an empty DB and marks it, so two runs on one machine never share one.
+    """
+
+    db: int
+
+    @classmethod
+    def claim(cls) -> ScratchRedis:
+        """
+        The highest-numbered empty DB, marked as this run's.
+
+        :raises RuntimeError: every DB holds keys (runs in progress, or a crashed run's leftovers).
+        """
+        for db in REDIS_DBS:
+            broker = cls(db)
+            with contextlib.closing(broker.client()) as client:
+                if client.dbsize() == 0 and client.set(
+                    REDIS_CLAIM_KEY, str(os.getpid()), nx=True, ex=REDIS_CLAIM_SECONDS
+                ):
+                    return broker
+        raise RuntimeError(
+            f"No empty Redis DB among {REDIS_DBS.stop + 1}-{REDIS_DBS.start} on {REDIS_HOST}:{REDIS_PORT}: "
+            "other runs hold them, or crashed runs left keys behind (redis-cli -n N flushdb frees DB N)."
+        )
 
     @property
     def url(self) -> str:
