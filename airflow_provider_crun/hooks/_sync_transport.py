@@ -206,6 +206,19 @@ class SendWatch(Protocol):
         """After an attempt that created nothing (rejected, or never written), before the backoff."""
 
 
+class AttemptCount:
+    """A :class:`SendWatch` that counts a call's attempts (for a read: nothing to withdraw)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def before_send(self) -> None:
+        self.attempts += 1
+
+    def before_wait(self) -> None:
+        """Nothing to do between the attempts of a read."""
+
+
 class _CrunBackoff(tenacity.wait.wait_base):
     """
     Tenacity's wait over :func:`retry.backoff_seconds`, which honours ``Retry-After``.

@@ -233,12 +233,15 @@ class CrunHook(AsyncReadsMixin, BaseHook):
         job_watch = watch.JobWatch(kind, job_id)
         with self._as_airflow_errors():
             while True:
+                count = _sync_transport.AttemptCount()
                 try:
-                    data = self._call(kind.status_request(job_id), deadline=deadline)
+                    data = self._call(kind.status_request(job_id), count, deadline)
                 except errors.CrunProtocolError as error:
                     failure = job_watch.read_error(error)
-                    if self.clock.time() >= deadline and retry.is_retryable(failure, creates_billable=False):
-                        # Retries cut short by the deadline end the wait as the trigger's does.
+                    # As the trigger decides: retries used up end the wait with the error itself;
+                    # retries the deadline cut short end it as a timeout naming that error.
+                    cut_short = count.attempts <= self.settings.max_retries and self.clock.time() >= deadline
+                    if cut_short and retry.is_retryable(failure, creates_billable=False):
                         raise job_watch.timed_out(deadline, limit, failure) from None
                     raise failure from None
                 seen = job_watch.observe(data, now=self.clock.time())

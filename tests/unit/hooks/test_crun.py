@@ -571,24 +571,43 @@ class TestWaitForJob:
         assert requests_mock.call_count == 4
         assert clock.time() == deadline
 
-    def test_retry_after_waits_end_at_the_deadline_as_a_timeout(
-        self, crun_conn: str, requests_mock: Mocker
+    @pytest.mark.parametrize(
+        ("deadline_in", "sleeps", "reads", "raised"),
+        [
+            (90, [60, 30], 3, CrunTimeoutError),
+            (150, [60, 60, 30], 4, CrunRateLimitError),
+        ],
+        ids=["deadline-cuts-the-retries-short -> timeout", "retries-used-up-at-the-deadline -> the-error"],
+    )
+    def test_retry_after_waits_end_at_the_deadline(
+        self,
+        crun_conn: str,
+        requests_mock: Mocker,
+        deadline_in: float,
+        sleeps: list[float],
+        reads: int,
+        raised: type[CrunError],
     ) -> None:
-        """Like the trigger: no wait runs past the deadline, and the last poll is right at it."""
+        """
+        As the trigger decides (tests/unit/triggers/test_poll.py, the same table): no wait runs
+        past the deadline, the last read is right at it, and only retries cut short by it end
+        the wait as a timeout; retries used up (4 reads with max_retries 3) raise the error.
+        """
         requests_mock.get(TASK_INFO, **api_error(429, headers={"Retry-After": "60"}))
         clock = FakeClock()
-        deadline = clock.time() + 90
+        deadline = clock.time() + deadline_in
 
-        with pytest.raises(CrunTimeoutError) as raised:
+        with pytest.raises(CrunError) as caught:
             CrunHook(crun_conn, clock=clock).wait_for_job(
                 jobs.TASK, TASK_ID, poll_interval=5, deadline=deadline
             )
 
-        assert clock.sleeps == [60, 30]
+        assert type(caught.value) is raised
+        assert clock.sleeps == sleeps
         assert clock.time() == deadline
-        assert requests_mock.call_count == 3
-        assert "Last poll failed: Crun API error 429" in str(raised.value)
-        assert not isinstance(raised.value, AirflowFailException)
+        assert requests_mock.call_count == reads
+        assert "Crun API error 429" in str(caught.value)
+        assert not isinstance(caught.value, AirflowFailException)
 
     def test_failed_job_raises_with_crun_explanation(self, crun_conn: str, requests_mock: Mocker) -> None:
         requests_mock.get(TASK_INFO, [ok(task_data("running")), ok(task_data("failed"))])

@@ -332,6 +332,27 @@ async def test_deadline_while_polls_fail_names_the_last_failure() -> None:
     assert clock.now == START + 6
 
 
+@pytest.mark.parametrize(
+    ("deadline_in", "reads", "raised"),
+    [(100.5, 3, errors.JobTimeoutError), (150.5, 4, errors.RateLimitError)],
+    ids=["deadline-cuts-the-retries-short -> timeout", "retries-used-up-at-the-deadline -> the-error"],
+)
+async def test_retry_after_waits_end_at_the_deadline(
+    deadline_in: float, reads: int, raised: type[errors.CrunProtocolError]
+) -> None:
+    """The blocking wait's table too (tests/unit/hooks/test_crun.py); the first poll is at 0.5 s."""
+    clock = FakeClock(start=START)
+    hook = StubHook(clock, api(429, retry_after=60), max_retries=3)
+
+    with pytest.raises(errors.CrunProtocolError) as caught:
+        await watch_for(hook, poll_interval=1, deadline_in=deadline_in)
+
+    assert type(caught.value) is raised
+    assert len(hook.read_times) == reads
+    assert clock.now == START + deadline_in
+    assert "Crun API error 429" in str(caught.value)
+
+
 async def test_an_expired_deadline_still_polls_once() -> None:
     clock = FakeClock(start=START)
     hook = StubHook(clock, task_data("success"))
